@@ -1,0 +1,159 @@
+"""Graph operations on parent-index arrays.
+
+A neuron's structure is one int array ``parent`` (row index of each node's parent, -1 for a root).
+Everything here is vectorised: walks up the tree use pointer doubling (log2(depth) numpy passes)
+instead of per-node Python loops, and stay correct when the parent pointers contain cycles.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def lookup(ids: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Row of each queried id in ``ids`` (first occurrence), -1 where absent."""
+    if len(ids) == 0:
+        return np.full(len(query), -1, dtype=np.int64)
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    pos = np.searchsorted(sorted_ids, query)
+    pos_c = np.minimum(pos, len(ids) - 1)
+    found = (pos < len(ids)) & (sorted_ids[pos_c] == query)
+    return np.where(found, order[pos_c], -1).astype(np.int64)
+
+
+def resolve_parents(ids: np.ndarray, parent_ids: np.ndarray) -> np.ndarray:
+    """Parent row index per node; negative parent ids and unknown parents give -1."""
+    parent = lookup(ids, parent_ids)
+    parent[parent_ids < 0] = -1
+    return parent
+
+
+def child_counts(parent: np.ndarray) -> np.ndarray:
+    return np.bincount(parent[parent >= 0], minlength=len(parent)).astype(np.int64)
+
+
+def children_csr(parent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Children of every node as (offsets, child_rows): children of i are rows[offsets[i]:offsets[i+1]]."""
+    has = np.flatnonzero(parent >= 0)
+    rows = has[np.argsort(parent[has], kind="stable")]
+    offsets = np.zeros(len(parent) + 1, dtype=np.int64)
+    np.cumsum(child_counts(parent), out=offsets[1:])
+    return offsets, rows
+
+
+def edge_lengths(xyz: np.ndarray, parent: np.ndarray) -> np.ndarray:
+    has = parent >= 0
+    out = np.zeros(len(parent))
+    d = xyz[has] - xyz[parent[has]]
+    out[has] = np.sqrt(np.einsum("ij,ij->i", d, d))
+    return out
+
+
+def _n_doublings(n: int) -> int:
+    return max(1, int(np.ceil(np.log2(max(n, 2)))) + 1)
+
+
+def ancestor_sums(parent: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Walk every node up to its root at once.
+
+    Returns
+    -------
+    root : (N,) int64
+        Row of the root each node hangs from (meaningless where ``rooted`` is False).
+    total : (N,) float64
+        Sum of ``weights`` over the edges from the node to its root (node counts if None).
+    rooted : (N,) bool
+        False for nodes whose parent chain enters a cycle and never reaches a root.
+    """
+    n = len(parent)
+    idx = np.arange(n)
+    is_root = parent < 0
+    jump = np.where(is_root, idx, parent)
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    total = np.where(is_root, 0.0, w)
+    for _ in range(_n_doublings(n)):
+        nxt = jump[jump]
+        if np.array_equal(nxt, jump):
+            break
+        total = total + total[jump]
+        jump = nxt
+    rooted = is_root[jump] if n else np.zeros(0, bool)
+    return jump, total, rooted
+
+
+def cycle_members(parent: np.ndarray) -> np.ndarray:
+    """Rows that lie on a cycle of parent pointers (including self-parents)."""
+    n = len(parent)
+    _, _, rooted = ancestor_sums(parent)
+    if rooted.all():
+        return np.zeros(0, dtype=np.int64)
+    # Following parents 2^k >= n times from any unrooted node lands on its cycle, and that map is a
+    # bijection on the cycle itself, so the image of the unrooted nodes is exactly the cycle members.
+    jump = np.where(parent < 0, np.arange(n), parent)
+    for _ in range(_n_doublings(n)):
+        jump = jump[jump]
+    return np.unique(jump[~rooted])
+
+
+def cycle_mask(parent: np.ndarray) -> np.ndarray:
+    mask = np.zeros(len(parent), dtype=bool)
+    mask[cycle_members(parent)] = True
+    return mask
+
+
+def nearest_marked_ancestor(parent: np.ndarray, marked: np.ndarray) -> np.ndarray:
+    """For each node, the closest node at or above it that is marked (or its root, if none is)."""
+    n = len(parent)
+    idx = np.arange(n)
+    jump = np.where(marked | (parent < 0), idx, parent)
+    for _ in range(_n_doublings(n)):
+        nxt = jump[jump]
+        if np.array_equal(nxt, jump):
+            break
+        jump = nxt
+    return jump
+
+
+def section_starts(parent: np.ndarray, n_children: np.ndarray) -> np.ndarray:
+    """True where an unbranched section begins: at roots and at children of roots or branch points."""
+    start = parent < 0
+    has = ~start
+    p = parent[has]
+    start[has] = (parent[p] < 0) | (n_children[p] != 1)
+    return start
+
+
+def section_ids(parent: np.ndarray, n_children: np.ndarray) -> np.ndarray:
+    """Row of the first node of each node's unbranched section."""
+    return nearest_marked_ancestor(parent, section_starts(parent, n_children))
+
+
+def ancestors(parent: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """(len(rows), k+1) array: rows, their parents, grandparents... (-1 beyond a root)."""
+    out = np.full((len(rows), k + 1), -1, dtype=np.int64)
+    cur = np.asarray(rows, dtype=np.int64)
+    out[:, 0] = cur
+    for j in range(1, k + 1):
+        ok = cur >= 0
+        cur = np.where(ok, parent[np.where(ok, cur, 0)], -1)
+        out[:, j] = cur
+    return out
+
+
+def within_hops(parent: np.ndarray, a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
+    """True where nodes a[i] and b[i] are at most k edges apart along the tree."""
+    anc_a = ancestors(parent, a, k)
+    anc_b = ancestors(parent, b, k)
+    near = np.zeros(len(a), dtype=bool)
+    for i in range(k + 1):
+        for j in range(k + 1 - i):
+            near |= (anc_a[:, i] == anc_b[:, j]) & (anc_a[:, i] >= 0)
+    return near
+
+
+def topological_order(parent: np.ndarray) -> np.ndarray:
+    """Rows sorted so that every parent comes before its children (cycle members last)."""
+    _, depth, rooted = ancestor_sums(parent)
+    depth = np.where(rooted, depth, np.inf)
+    return np.argsort(depth, kind="stable")

@@ -1,0 +1,244 @@
+"""Gaps, loops and geometry: where the trace leaves the fibre or doubles up on itself."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...morphology import graph
+from ...morphology.spatial import close_pairs, cross_pairs
+from ..findings import Fix, Severity, make_finding
+from . import check
+
+E, W = Severity.ERROR, Severity.WARNING
+
+
+# ------------------------------------------------------------------------------------- gaps
+@check("fragment", E, "a tree not connected to the soma tree (a gap)", fixable=True)
+def fragment(ctx):
+    n = ctx.neuron
+    roots = n.roots
+    if len(roots) <= 1 or ctx.main_root < 0:
+        return []
+    others = roots[roots != ctx.main_root]
+    sizes = np.bincount(ctx.root_of[ctx.rooted], minlength=len(n))
+    bridges = propose_bridges(ctx, others)
+    out = []
+    for r in others.tolist():
+        b = bridges.get(r)
+        fix = None
+        where = ""
+        if b is not None:
+            end, target, dist = b
+            fix = Fix("bridge", {"node_id": int(n.ids[end]), "parent_id": int(n.ids[target])})
+            where = f"; bridge of {dist:.3g} from node {n.ids[end]} to node {n.ids[target]} proposed"
+        msg = f"tree of {sizes[r]} node(s) rooted at node {n.ids[r]} is not connected to the soma tree{where}"
+        out.append(make_finding("fragment", E, n, r, msg, fix))
+    return out
+
+
+def _fragment_ends(ctx, fragment_roots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Open ends of the given fragments (their root if unbranched there, and their tips), with
+    the unit direction in which the fragment points out of each end (zero if undefined)."""
+    n, p = ctx.neuron, ctx.parent
+    in_frag = ctx.rooted & np.isin(ctx.root_of, fragment_roots)
+    tips = np.flatnonzero(in_frag & (n.n_children == 0) & (p >= 0))
+    root_ends = fragment_roots[n.n_children[fragment_roots] <= 1]
+    ends = np.concatenate([root_ends, tips])
+    inward = np.full(len(ends), -1)
+    inward[: len(root_ends)] = ctx.only_child[root_ends]
+    inward[len(root_ends):] = p[tips]
+    d = np.zeros((len(ends), 3))
+    ok = inward >= 0
+    d[ok] = n.xyz[ends[ok]] - n.xyz[inward[ok]]
+    norm = np.linalg.norm(d, axis=1)
+    d[norm > 0] /= norm[norm > 0, None]
+    return ends, d
+
+
+def propose_bridges(ctx, fragment_roots: np.ndarray) -> dict[int, tuple[int, int, float]]:
+    """Closest admissible bridge per fragment: {fragment root: (end row, target row, distance)}.
+
+    A bridge joins an open end of the fragment to the nearest soma-tree node within
+    ``bridge_max_factor`` x spacing, and only if the fragment, continued past its end, points
+    towards that node within ``bridge_max_angle`` degrees.
+    """
+    n, th = ctx.neuron, ctx.th
+    ends, direction = _fragment_ends(ctx, fragment_roots)
+    main = np.flatnonzero(ctx.in_main_tree)
+    reach = th.bridge_max_factor * ctx.spacing
+    i, j, d = cross_pairs(n.xyz[ends], n.xyz[main], reach)
+    if len(i) == 0:
+        return {}
+    gap = n.xyz[main[j]] - n.xyz[ends[i]]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.einsum("ij,ij->i", gap, direction[i]) / d
+    undefined = (d == 0) | ~np.any(direction[i] != 0, axis=1)
+    ok = undefined | (cos >= np.cos(np.radians(th.bridge_max_angle)))
+    i, j, d = i[ok], j[ok], d[ok]
+    frag = ctx.root_of[ends[i]]
+    order = np.lexsort((d, frag))
+    first = np.ones(len(order), bool)
+    first[1:] = frag[order][1:] != frag[order][:-1]
+    pick = order[first]
+    return {int(frag[k]): (int(ends[i[k]]), int(main[j[k]]), float(d[k])) for k in pick}
+
+
+@check("long_edge", W, "a parent-child distance far above the neuron's typical spacing")
+def long_edge(ctx):
+    n, th = ctx.neuron, ctx.th
+    limit = min(th.long_edge_factor * ctx.spacing, th.long_edge_max_length)
+    rows = np.flatnonzero(ctx.neurite_edge & (n.edge_length > limit))
+    return [
+        make_finding("long_edge", W, n, [r, ctx.parent[r]],
+                     f"edge {n.ids[ctx.parent[r]]}->{n.ids[r]} is {n.edge_length[r]:.3g} long ({n.edge_length[r] / ctx.spacing:.0f}x the median spacing {ctx.spacing:.3g})")
+        for r in rows.tolist()
+    ]
+
+
+@check("z_jump", W, "a step along z larger than z_jump_distance")
+def z_jump(ctx):
+    n, th = ctx.neuron, ctx.th
+    has = ctx.neurite_edge
+    dz = np.zeros(len(n))
+    dz[has] = np.abs(n.xyz[has, 2] - n.xyz[ctx.parent[has], 2])
+    rows = np.flatnonzero(dz > th.z_jump_distance)
+    return [make_finding("z_jump", W, n, [r, ctx.parent[r]], f"edge {n.ids[ctx.parent[r]]}->{n.ids[r]} jumps {dz[r]:.3g} in z (limit {th.z_jump_distance:g})") for r in rows.tolist()]
+
+
+@check("abnormal_compartment", W, "an edge longer than the neuron's mean + abnormal_compartment_sd SD")
+def abnormal_compartment(ctx):
+    n, th = ctx.neuron, ctx.th
+    e = n.edge_length[ctx.neurite_edge]
+    e = e[e > 0]
+    if len(e) < 3:
+        return []
+    limit = e.mean() + th.abnormal_compartment_sd * e.std()
+    rows = np.flatnonzero(ctx.neurite_edge & (n.edge_length > limit))
+    return [make_finding("abnormal_compartment", W, n, [r, ctx.parent[r]], f"edge {n.ids[ctx.parent[r]]}->{n.ids[r]} is {n.edge_length[r]:.3g} long, beyond mean + {th.abnormal_compartment_sd:g} SD ({limit:.3g})") for r in rows.tolist()]
+
+
+# ------------------------------------------------------------------------------------- coincidence
+def _coincident_pairs(ctx, radius: float):
+    """Close pairs of non-soma nodes of the same tree, with their hop proximity on the tree."""
+    n = ctx.neuron
+    cand = np.flatnonzero(~ctx.is_soma & ctx.rooted)
+    i, j, d = close_pairs(n.xyz[cand], radius)
+    i, j = cand[i], cand[j]
+    same_tree = ctx.root_of[i] == ctx.root_of[j]
+    i, j, d = i[same_tree], j[same_tree], d[same_tree]
+    near = graph.within_hops(ctx.parent, i, j, ctx.th.loop_min_hops)
+    return i, j, d, near
+
+
+@check("loop", E, "distinct branches joined through coincident or near-coincident nodes", fixable=True)
+def loop(ctx):
+    n = ctx.neuron
+    i, j, d, near = _coincident_pairs(ctx, ctx.th.loop_distance_factor * ctx.spacing)
+    i, j, d = _one_pair_per_contact(ctx, i[~near], j[~near], d[~near])
+    out = []
+    for a, b, dist in zip(i.tolist(), j.tolist(), d.tolist()):
+        tip = b if n.n_children[b] == 0 else a if n.n_children[a] == 0 else -1
+        fix = Fix("delete", {"node_id": int(n.ids[tip])}) if tip >= 0 else None
+        how = "coincide" if dist == 0 else f"are {dist:.3g} apart"
+        msg = f"nodes {n.ids[a]} and {n.ids[b]} {how} but lie on different branches: the branches close a loop"
+        out.append(make_finding("loop", E, n, [a, b], msg, fix))
+    return out
+
+
+def _one_pair_per_contact(ctx, i, j, d):
+    """Keep the closest pair of each contact: pairs whose nodes are both within two hops of an
+    already kept pair's nodes describe the same place where two branches meet."""
+    order = np.argsort(d, kind="stable")
+    kept: list[int] = []
+    for k in order.tolist()[:2000]:
+        if kept:
+            ki, kj = i[kept], j[kept]
+            same = graph.within_hops(ctx.parent, np.full(len(kept), i[k]), ki, 2) & graph.within_hops(ctx.parent, np.full(len(kept), j[k]), kj, 2)
+            same |= graph.within_hops(ctx.parent, np.full(len(kept), i[k]), kj, 2) & graph.within_hops(ctx.parent, np.full(len(kept), j[k]), ki, 2)
+            if same.any():
+                continue
+        kept.append(k)
+    kept.sort()
+    return i[kept], j[kept], d[kept]
+
+
+@check("duplicate_point", W, "two nodes at the same position close together on the tree (double click)", fixable=True)
+def duplicate_point(ctx):
+    n = ctx.neuron
+    i, j, d, near = _coincident_pairs(ctx, 0.0)
+    p = ctx.parent
+    keep = near & (p[i] != j) & (p[j] != i)  # parent-child pairs are zero_length_segment
+    out = []
+    for a, b in zip(i[keep].tolist(), j[keep].tolist()):
+        fix = None
+        if p[a] == p[b] and n.types[a] == n.types[b]:
+            fix = Fix("merge", {"node_id": int(n.ids[b]), "into_id": int(n.ids[a])})
+        out.append(make_finding("duplicate_point", W, n, [a, b], f"nodes {n.ids[a]} and {n.ids[b]} are at the same position", fix))
+    return out
+
+
+@check("zero_length_segment", W, "a parent-child edge of length <= zero_length_tolerance", fixable=True)
+def zero_length_segment(ctx):
+    n, p = ctx.neuron, ctx.parent
+    rows = np.flatnonzero((p >= 0) & (n.edge_length <= ctx.th.zero_length_tolerance) & ~ctx.is_soma & ~n.in_cycle)
+    out = []
+    for r in rows.tolist():
+        out.append(make_finding("zero_length_segment", W, n, [r, p[r]], f"node {n.ids[r]} is at its parent's position ({n.edge_length[r]:.3g} away)", Fix("delete", {"node_id": int(n.ids[r])})))
+    return out
+
+
+@check("overlapping_segments", W, "a run of nodes lying on another branch (double-traced fibre)")
+def overlapping_segments(ctx):
+    n, th = ctx.neuron, ctx.th
+    i, j, d, near = _coincident_pairs(ctx, th.overlap_distance_factor * ctx.spacing)
+    sec = ctx.section
+    keep = ~near & (sec[i] != sec[j])
+    i, j = i[keep], j[keep]
+    if len(i) == 0:
+        return []
+    # Count, per ordered pair of sections, how many distinct nodes of the first lie on the second.
+    a = np.concatenate([i, j])
+    b = np.concatenate([j, i])
+    key = np.stack([sec[a], sec[b], a], axis=1)
+    key = np.unique(key, axis=0)
+    pairs, counts = np.unique(key[:, :2], axis=0, return_counts=True)
+    out = []
+    seen = set()
+    for (sa, sb), c in zip(pairs.tolist(), counts.tolist()):
+        if c < th.overlap_min_nodes or (sb, sa) in seen:
+            continue
+        seen.add((sa, sb))
+        rows = key[(key[:, 0] == sa) & (key[:, 1] == sb), 2]
+        msg = f"{c} nodes of the branch at node {n.ids[sa]} run along the branch at node {n.ids[sb]}"
+        out.append(make_finding("overlapping_segments", W, n, rows, msg))
+    return out
+
+
+@check("back_tracking", W, "a segment that turns back into an earlier segment of its own branch (NeuroM rule)")
+def back_tracking(ctx):
+    n, p = ctx.neuron, ctx.parent
+    seg = ctx.neurite_edge & (n.edge_length > 0)
+    rows = np.flatnonzero(seg)
+    if len(rows) < 3:
+        return []
+    rmax = np.maximum(n.radius, np.where(p >= 0, n.radius[np.maximum(p, 0)], 0))
+    reach = min(2 * rmax[rows].max() + 0.55 * n.edge_length[rows].max(), 10 * ctx.spacing)
+    # Candidate (earlier segment a, later segment b) pairs: b's end point near a's midpoint.
+    mid = (n.xyz[rows] + n.xyz[p[rows]]) / 2
+    ia, jb, _ = cross_pairs(mid, n.xyz[rows], reach)
+    a, b = rows[ia], rows[jb]
+    sec = ctx.section
+    depth = ctx.path_length
+    ok = (sec[a] == sec[b]) & (depth[b] > depth[a]) & (a != b) & (p[b] != a)
+    a, b = a[ok], b[ok]
+    va = n.xyz[a] - n.xyz[p[a]]
+    vb = n.xyz[b] - n.xyz[p[b]]
+    cp = n.xyz[b] - (n.xyz[a] + n.xyz[p[a]]) / 2
+    la = np.linalg.norm(va, axis=1)
+    proj = np.einsum("ij,ij->i", cp, va) / la
+    perp = np.linalg.norm(cp - proj[:, None] * va / la[:, None], axis=1)
+    bad = (np.einsum("ij,ij->i", va, vb) < 0) & (perp <= rmax[a] + rmax[b]) & (np.abs(proj) < 0.55 * la)
+    out = []
+    for rb in np.unique(b[bad]).tolist():
+        out.append(make_finding("back_tracking", W, n, [rb, p[rb]], f"segment {n.ids[p[rb]]}->{n.ids[rb]} turns back into an earlier segment of the same branch"))
+    return out

@@ -1,0 +1,129 @@
+"""Derived quantities shared by the checks, computed once per neuron and only when asked for."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+
+from ..morphology import graph, types as T
+from ..morphology.neuron import Neuron
+from .config import CheckConfig
+
+
+class CheckContext:
+    def __init__(self, neuron: Neuron, config: CheckConfig):
+        self.neuron = neuron
+        self.config = config
+        self.th = config.thresholds
+
+    # ---------------------------------------------------------------- basics
+    @cached_property
+    def parent(self) -> np.ndarray:
+        return self.neuron.parent
+
+    @cached_property
+    def is_soma(self) -> np.ndarray:
+        return self.neuron.types == T.SOMA
+
+    @cached_property
+    def neurite_edge(self) -> np.ndarray:
+        """True for nodes whose edge to their parent lies outside the soma."""
+        p = self.parent
+        out = (p >= 0) & ~self.is_soma
+        out[out] &= ~self.is_soma[p[out]]
+        return out
+
+    @cached_property
+    def spacing(self) -> float:
+        """The neuron's typical node spacing: median length of its non-zero neurite edges."""
+        e = self.neuron.edge_length[self.neurite_edge]
+        e = e[e > 0]
+        if len(e) == 0:
+            e = self.neuron.edge_length[self.neuron.edge_length > 0]
+        return float(np.median(e)) if len(e) else 1.0
+
+    @cached_property
+    def walk(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(root row, path length to root, reaches a root) for every node."""
+        return graph.ancestor_sums(self.parent, self.neuron.edge_length)
+
+    @property
+    def root_of(self) -> np.ndarray:
+        return self.walk[0]
+
+    @property
+    def path_length(self) -> np.ndarray:
+        return self.walk[1]
+
+    @property
+    def rooted(self) -> np.ndarray:
+        return self.walk[2]
+
+    @cached_property
+    def main_root(self) -> int:
+        """Root of the soma tree: the tree holding most soma nodes, else the largest tree."""
+        roots = self.root_of[self.rooted]
+        if len(roots) == 0:
+            return -1
+        n = len(self.parent)
+        size = np.bincount(roots, minlength=n)
+        soma = np.bincount(self.root_of[self.rooted & self.is_soma], minlength=n)
+        return int(np.lexsort((-np.arange(n), size, soma))[-1])
+
+    @cached_property
+    def in_main_tree(self) -> np.ndarray:
+        return self.rooted & (self.root_of == self.main_root)
+
+    @cached_property
+    def section_start(self) -> np.ndarray:
+        return graph.section_starts(self.parent, self.neuron.n_children)
+
+    @cached_property
+    def section(self) -> np.ndarray:
+        return graph.nearest_marked_ancestor(self.parent, self.section_start)
+
+    @cached_property
+    def only_child(self) -> np.ndarray:
+        """For nodes with exactly one child, that child's row (-1 otherwise)."""
+        out = np.full(len(self.parent), -1, dtype=np.int64)
+        has = np.flatnonzero(self.parent >= 0)
+        out[self.parent[has]] = has
+        out[self.neuron.n_children != 1] = -1
+        return out
+
+    # ---------------------------------------------------------------- soma
+    @cached_property
+    def soma_rows(self) -> np.ndarray:
+        return np.flatnonzero(self.is_soma)
+
+    @cached_property
+    def soma_center(self) -> np.ndarray | None:
+        if len(self.soma_rows) == 0:
+            return None
+        return self.neuron.xyz[self.soma_rows].mean(axis=0)
+
+    @cached_property
+    def soma_radius(self) -> float:
+        """Radius of the soma: its largest node radius or the spread of its contour points."""
+        rows = self.soma_rows
+        if len(rows) == 0:
+            return 0.0
+        spread = np.linalg.norm(self.neuron.xyz[rows] - self.soma_center, axis=1).mean()
+        return float(max(self.neuron.radius[rows].max(), spread))
+
+    @cached_property
+    def neurite_roots(self) -> np.ndarray:
+        """First node of every neurite: non-soma nodes whose parent is a soma node or missing."""
+        p = self.parent
+        rows = np.flatnonzero(~self.is_soma)
+        pr = p[rows]
+        first = (pr < 0) | self.is_soma[np.where(pr >= 0, pr, 0)]
+        return rows[first]
+
+    # ---------------------------------------------------------------- types
+    @cached_property
+    def informative(self) -> np.ndarray:
+        """Nodes whose type names a neurite compartment (not soma, undefined, fork or end point)."""
+        t = self.neuron.types
+        return ~np.isin(t, T.UNINFORMATIVE) & (t != T.SOMA)
