@@ -39,6 +39,9 @@ def _projection_png(neuron, findings) -> str:
             if not f.xyz:
                 continue
             pts = np.asarray(f.xyz)
+            if len(pts) > 10:  # a finding about many nodes (e.g. every node's type) tints them instead
+                ax.scatter(pts[:, a], pts[:, b], s=3, c=_COLOR[f.severity], alpha=0.25, zorder=2, linewidths=0)
+                continue
             ax.scatter(pts[:, a], pts[:, b], s=60, facecolors="none", edgecolors=_COLOR[f.severity], linewidths=1.4, zorder=3)
             if k <= 60:
                 ax.annotate(str(k), pts[0, [a, b]], fontsize=7, color=_COLOR[f.severity], xytext=(4, 4), textcoords="offset points")
