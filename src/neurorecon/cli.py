@@ -86,12 +86,12 @@ def check(
 
 
 def _run_checks(files, cfg, jobs):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from .qc.run import check_paths
 
     if len(files) == 1:
         return check_paths(files, cfg)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     with Progress(TextColumn("checking"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   transient=True, console=_stderr_console()) as bar:
         task = bar.add_task("check", total=len(files))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,8 @@ def read_swc(source: str | os.PathLike | bytes, *, strict: bool = True, name: st
     else:
         label = name or str(source)
         data = Path(source).read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):  # UTF-8 byte-order mark (Windows editors)
+        data = data[3:]
     if b"\x00" in data[:4096]:
         raise SwcParseError(label, 1, "binary data, not a text SWC file")
     lines = data.splitlines()
@@ -110,15 +113,18 @@ def _extra_names(header: list[str], n_extra: int) -> tuple[str, ...]:
     if n_extra == 0:
         return ()
     for line in reversed(header):
-        words = [w for w in re.split(r"[\s,]+", line.strip("# ").lower()) if w]
-        if len(words) >= 7 + n_extra and words[0] in _HEADER_WORDS and "parent" in words[:8]:
+        words = [w for w in re.split(r"[\s,]+", line.strip("# ")) if w]
+        lower = [w.lower() for w in words]
+        if len(words) >= 7 + n_extra and lower[0] in _HEADER_WORDS and "parent" in lower[:8]:
             return tuple(words[7 : 7 + n_extra])
     return tuple(f"extra{i + 1}" for i in range(n_extra))
 
 
 def _fast_table(lines: list[bytes]) -> tuple[np.ndarray | None, list[ParseProblem]]:
     try:
-        table = np.loadtxt(lines, comments="#", ndmin=2, dtype=np.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
+            table = np.loadtxt(lines, comments="#", ndmin=2, dtype=np.float64)
     except ValueError:
         return None, []
     if table.size == 0:
@@ -145,11 +151,23 @@ def _split_fields(body: bytes) -> tuple[list[bytes] | None, str]:
         if len(fields) >= 7 and all(b"," not in f or _COMMA_DECIMAL.match(f) for f in fields):
             # Whitespace-delimited with comma decimals ("1 3 12,5 ..."): unambiguous.
             fields = [f.replace(b",", b".") for f in fields]
-        elif len(fields) < 7:
-            fields = [f for f in re.split(rb"[,;\s]+", body) if f]
+        elif _comma_delimited(body):
+            # "1,1,0,0,0,5,-1" or "1, 1, 0, 0, 0, 5, -1": every piece between commas is one value.
+            fields = [f.strip() for f in re.split(rb"[,;]", body)]
+            while fields and not fields[-1]:
+                fields.pop()
         else:
             return None, "commas in a whitespace-delimited line are ambiguous (decimal or delimiter?)"
     return fields, ""
+
+
+def _comma_delimited(body: bytes) -> bool:
+    """Commas are delimiters: no whitespace at all, or every comma ends a whitespace token."""
+    tokens = body.split()
+    if len(tokens) == 1:
+        return True
+    return all(b"," not in t.rstrip(b",;") and b";" not in t.rstrip(b",;") for t in tokens) and all(
+        t.endswith((b",", b";")) for t in tokens[:-1])
 
 
 def _tolerant_table(lines: list[bytes], label: str) -> tuple[np.ndarray, list[ParseProblem]]:
@@ -224,11 +242,12 @@ def format_swc(neuron: Neuron, *, header: bool = True) -> str:
         lines += [f"#{h}" for h in kept]
         lines.append("#" + " ".join(STANDARD_COLUMNS + neuron.extra_names))
     if extra_cols:
-        has_nan = np.isnan(neuron.extra)
+        # NaN marks a value missing from a short line: drop trailing NaNs only (an interior one is
+        # written as "nan" so that the columns after it keep their place).
+        present = ~np.isnan(neuron.extra)
+        width = np.where(present.any(axis=1), present.shape[1] - np.argmax(present[:, ::-1], axis=1), 0)
         for k, row in enumerate(zip(*cols, *extra_cols)):
-            if has_nan[k].any():
-                row = row[:7] + tuple(v for v, missing in zip(row[7:], has_nan[k]) if not missing)
-            lines.append(" ".join(row))
+            lines.append(" ".join(row[: 7 + width[k]]))
     else:
         lines += [" ".join(row) for row in zip(*cols)]
     return "\n".join(lines) + "\n"
