@@ -222,17 +222,21 @@ def _reindex(n: Neuron, edits: list[Edit]) -> Neuron:
     from .context import CheckContext
 
     ctx = CheckContext(n, CheckConfig())
-    roots = n.roots
-    roots = np.concatenate([roots[roots == ctx.main_root], roots[roots != ctx.main_root]])
     m = len(n)
+    # The traversal visits children in column order, i.e. in row order. Relabel the rows so that
+    # the soma tree's root comes first and every other row keeps its relative (file) order.
+    main = ctx.main_root
+    perm = np.arange(m) if main < 0 else np.concatenate([[main], np.delete(np.arange(m), main)])  # perm[new] = old
+    new_of = np.empty(m, dtype=np.int64)
+    new_of[perm] = np.arange(m)
+    roots = new_of[n.roots]
     has = np.flatnonzero(n.parent >= 0)
     # A virtual node m links to every root, in order, so one traversal covers all trees.
-    src = np.concatenate([np.full(len(roots), m), n.parent[has]])
-    dst = np.concatenate([roots, has])
-    g = csr_matrix((np.arange(1, len(src) + 1), (src, dst)), shape=(m + 1, m + 1))
+    src = np.concatenate([np.full(len(roots), m), new_of[n.parent[has]]])
+    dst = np.concatenate([roots, new_of[has]])
+    g = csr_matrix((np.ones(len(src)), (src, dst)), shape=(m + 1, m + 1))
     g.sort_indices()
-    # Children are visited in file order: csr sorts by column, so order the data column-wise.
-    order = depth_first_order(g, m, directed=True, return_predecessors=False)[1:]
+    order = perm[depth_first_order(g, m, directed=True, return_predecessors=False)[1:]]
     if len(order) < m:  # nodes in cycles (only if a cycle could not be fixed) keep their place at the end
         order = np.concatenate([order, np.setdiff1d(np.arange(m), order)])
     new_id = np.empty(m, dtype=np.int64)

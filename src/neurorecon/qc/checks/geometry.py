@@ -118,23 +118,31 @@ def abnormal_compartment(ctx):
 
 
 # ------------------------------------------------------------------------------------- coincidence
-def _coincident_pairs(ctx, radius: float):
-    """Close pairs of non-soma nodes of the same tree, with their hop proximity on the tree."""
+def _coincident_pairs(ctx, radius: float, *, far_only: bool = False):
+    """Close pairs of non-soma nodes of the same tree, and whether they are near on the tree
+    (at most ``loop_min_hops`` edges apart). ``far_only`` drops the near ones as they are found."""
     n = ctx.neuron
     cand = np.flatnonzero(~ctx.is_soma & ctx.rooted)
-    i, j, d = close_pairs(n.xyz[cand], radius)
+    root = ctx.root_of[cand]
+    hops = ctx.th.loop_min_hops
+
+    def keep(i, j, d):
+        ok = root[i] == root[j]
+        if far_only:
+            ok[ok] = ~graph.within_hops(ctx.parent, cand[i[ok]], cand[j[ok]], hops)
+        return ok
+
+    i, j, d = close_pairs(n.xyz[cand], radius, keep=keep)
     i, j = cand[i], cand[j]
-    same_tree = ctx.root_of[i] == ctx.root_of[j]
-    i, j, d = i[same_tree], j[same_tree], d[same_tree]
-    near = graph.within_hops(ctx.parent, i, j, ctx.th.loop_min_hops)
+    near = np.zeros(len(i), bool) if far_only else graph.within_hops(ctx.parent, i, j, hops)
     return i, j, d, near
 
 
 @check("loop", E, "distinct branches joined through coincident or near-coincident nodes", fixable=True)
 def loop(ctx):
     n = ctx.neuron
-    i, j, d, near = _coincident_pairs(ctx, ctx.th.loop_distance_factor * ctx.spacing)
-    i, j, d = _one_pair_per_contact(ctx, i[~near], j[~near], d[~near])
+    i, j, d, _ = _coincident_pairs(ctx, ctx.th.loop_distance_factor * ctx.spacing, far_only=True)
+    i, j, d = _one_pair_per_contact(ctx, i, j, d)
     out = []
     for a, b, dist in zip(i.tolist(), j.tolist(), d.tolist()):
         tip = b if n.n_children[b] == 0 else a if n.n_children[a] == 0 else -1
@@ -190,7 +198,7 @@ def zero_length_segment(ctx):
 @check("overlapping_segments", W, "a run of nodes lying on another branch (double-traced fibre)")
 def overlapping_segments(ctx):
     n, th = ctx.neuron, ctx.th
-    i, j, d, near = _coincident_pairs(ctx, th.overlap_distance_factor * ctx.spacing)
+    i, j, d, near = _coincident_pairs(ctx, th.overlap_distance_factor * ctx.spacing, far_only=True)
     sec = ctx.section
     keep = ~near & (sec[i] != sec[j])
     i, j = i[keep], j[keep]
@@ -223,22 +231,25 @@ def back_tracking(ctx):
         return []
     rmax = np.maximum(n.radius, np.where(p >= 0, n.radius[np.maximum(p, 0)], 0))
     reach = min(2 * rmax[rows].max() + 0.55 * n.edge_length[rows].max(), 10 * ctx.spacing)
-    # Candidate (earlier segment a, later segment b) pairs: b's end point near a's midpoint.
+    sec, depth = ctx.section, ctx.path_length
+
+    def turns_back(ia, jb, _d):
+        # NeuroM: segment b (later) points against segment a (earlier, same branch) and ends
+        # inside a's cylinder: perpendicular distance <= sum of max radii, projection < 0.55 |a|.
+        a, b = rows[ia], rows[jb]
+        ok = (sec[a] == sec[b]) & (depth[b] > depth[a]) & (p[b] != a)
+        va = n.xyz[a] - n.xyz[p[a]]
+        vb = n.xyz[b] - n.xyz[p[b]]
+        cp = n.xyz[b] - (n.xyz[a] + n.xyz[p[a]]) / 2
+        la = np.linalg.norm(va, axis=1)
+        proj = np.einsum("ij,ij->i", cp, va) / la
+        perp = np.linalg.norm(cp - proj[:, None] * va / la[:, None], axis=1)
+        return ok & (np.einsum("ij,ij->i", va, vb) < 0) & (perp <= rmax[a] + rmax[b]) & (np.abs(proj) < 0.55 * la)
+
+    # Candidates: b's end point near a's midpoint.
     mid = (n.xyz[rows] + n.xyz[p[rows]]) / 2
-    ia, jb, _ = cross_pairs(mid, n.xyz[rows], reach)
-    a, b = rows[ia], rows[jb]
-    sec = ctx.section
-    depth = ctx.path_length
-    ok = (sec[a] == sec[b]) & (depth[b] > depth[a]) & (a != b) & (p[b] != a)
-    a, b = a[ok], b[ok]
-    va = n.xyz[a] - n.xyz[p[a]]
-    vb = n.xyz[b] - n.xyz[p[b]]
-    cp = n.xyz[b] - (n.xyz[a] + n.xyz[p[a]]) / 2
-    la = np.linalg.norm(va, axis=1)
-    proj = np.einsum("ij,ij->i", cp, va) / la
-    perp = np.linalg.norm(cp - proj[:, None] * va / la[:, None], axis=1)
-    bad = (np.einsum("ij,ij->i", va, vb) < 0) & (perp <= rmax[a] + rmax[b]) & (np.abs(proj) < 0.55 * la)
+    _, jb, _ = cross_pairs(mid, n.xyz[rows], reach, keep=turns_back)
     out = []
-    for rb in np.unique(b[bad]).tolist():
+    for rb in np.unique(rows[jb]).tolist():
         out.append(make_finding("back_tracking", W, n, [rb, p[rb]], f"segment {n.ids[p[rb]]}->{n.ids[rb]} turns back into an earlier segment of the same branch"))
     return out

@@ -35,7 +35,10 @@ def fat_end(ctx):
 
 
 def _first_child(ctx, rows: np.ndarray) -> np.ndarray:
-    offsets, children = graph.children_csr(ctx.parent)
+    """First non-soma child of each row (-1 if none): the next node along the neurite. A soma
+    node hanging from a neurite (soma_not_root) is not part of that neurite."""
+    parent = np.where(ctx.is_soma, -1, ctx.parent)
+    offsets, children = graph.children_csr(parent)
     has = offsets[rows + 1] > offsets[rows]
     out = np.full(len(rows), -1)
     out[has] = children[offsets[rows[has]]]
