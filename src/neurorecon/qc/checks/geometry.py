@@ -175,7 +175,8 @@ def duplicate_point(ctx):
     n = ctx.neuron
     i, j, d, near = _coincident_pairs(ctx, 0.0)
     p = ctx.parent
-    keep = near & (p[i] != j) & (p[j] != i)  # parent-child pairs are zero_length_segment
+    # Parent-child pairs are zero_length_segment; lines repeating one id are duplicate_id.
+    keep = near & (p[i] != j) & (p[j] != i) & (n.ids[i] != n.ids[j])
     out = []
     for a, b in zip(i[keep].tolist(), j[keep].tolist()):
         fix = None

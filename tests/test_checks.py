@@ -1,0 +1,396 @@
+"""Every QC check, on small fixtures: one clean neuron that nothing flags, and variants of it with
+one targeted defect each (tests/data/checks/; see make_clean.py and make_defects.py there for what
+each file changes). Each defect test asserts the complete list of findings: which checks fire,
+their severities, the exact node ids, and the proposed fix (or that there is none).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from neurorecon.io.swc import SwcParseError, read_swc
+from neurorecon.qc import (CHECKS, CheckConfig, ConfigError, Fix, Severity, check_file, check_neuron,
+                           load_config)
+from neurorecon.qc.config import parse_set_options
+
+DATA = Path(__file__).resolve().parent / "data" / "checks"
+MORPHOLOGIES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "morphologies"
+
+E, W, I = Severity.ERROR, Severity.WARNING, Severity.INFO
+
+
+def run(name: str, config: CheckConfig | None = None) -> list:
+    report = check_file(DATA / name, config)
+    assert report.readable, report.error
+    return report.findings
+
+
+def summary(findings) -> list[tuple]:
+    """(check, severity, node ids, fix) of each finding (or expected tuple), in a stable order."""
+    rows = [f if isinstance(f, tuple) else (f.check, f.severity, f.node_ids, f.fix) for f in findings]
+    return sorted(rows, key=lambda t: (t[0], t[2]))
+
+
+def checks_of(findings) -> set[str]:
+    return {f.check for f in findings}
+
+
+def _load(script: str):
+    spec = importlib.util.spec_from_file_location(f"_fixture_{script}", DATA / f"{script}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ------------------------------------------------------------------------------------ the clean neuron
+def test_clean_neuron_has_no_finding():
+    neuron = read_swc(DATA / "clean.swc")  # strict: every line parses
+    assert 150 <= neuron.n_nodes <= 300
+    assert check_neuron(neuron) == []
+    assert check_file(DATA / "clean.swc").findings == []
+
+
+def test_clean_neuron_is_realistic():
+    """What the defect fixtures rely on: one tree, a 3-point soma, all four compartment types,
+    regular ~1 um spacing, bifurcations only, radii that shrink towards the tips."""
+    n = read_swc(DATA / "clean.swc")
+    assert len(n.roots) == 1 and n.types[n.roots[0]] == 1
+    assert (n.types == 1).sum() == 3
+    assert set(n.types.tolist()) == {1, 2, 3, 4}
+    neurite = (n.types != 1) & (n.parent >= 0) & (n.types[n.parent] != 1)
+    assert ((n.edge_length[neurite] >= 0.9) & (n.edge_length[neurite] <= 1.1)).all()
+    assert n.n_children[n.types != 1].max() == 2
+    assert (n.radius[neurite] < n.radius[n.parent[neurite]]).all()
+
+
+def test_clean_file_is_reproducible_from_its_generator():
+    make_clean = _load("make_clean")
+    assert make_clean.format_rows(make_clean.generate()) == (DATA / "clean.swc").read_text()
+
+
+def test_defect_files_are_reproducible_from_their_generator(tmp_path):
+    _load("make_defects").main(tmp_path)
+    written = sorted(p.name for p in tmp_path.glob("*.swc"))
+    assert written == sorted(p.name for p in DATA.glob("*.swc") if p.name != "clean.swc")
+    for name in written:
+        assert (tmp_path / name).read_text() == (DATA / name).read_text(), name
+
+
+# ------------------------------------------------------------------------------------ one defect each
+#: fixture -> every finding it must give: (check, severity, node ids, proposed fix or None).
+EXPECTED: dict[str, list[tuple]] = {
+    # Structure
+    "parse_error.swc": [("parse_error", E, (), None)],
+    "duplicate_id_renumber.swc": [
+        ("duplicate_id", E, (40, 40), Fix("renumber", {"node_id": 40, "occurrence": 1})),
+    ],
+    # A verbatim copy of a line is also a second node at the same place as the first, hanging from
+    # the same parent: duplicate_point sees it too. Its merge fix names the one id twice and
+    # cannot apply; the fixer runs duplicate_id's drop_duplicate first.
+    "duplicate_id_copy.swc": [
+        # Two lines with one id are duplicate_id's alone: duplicate_point is about distinct ids.
+        ("duplicate_id", E, (63, 63), Fix("drop_duplicate", {"node_id": 63, "occurrence": 1})),
+    ],
+    "negative_id.swc": [("negative_id", E, (-152,), Fix("reindex"))],
+    "missing_parent.swc": [("missing_parent", E, (1,), Fix("cut", {"node_id": 1}))],
+    # A parent id naming no node also disconnects that node's subtree: it is a fragment as well,
+    # and the fragment's bridge goes back to the node it was cut from.
+    "missing_parent_gap.swc": [
+        ("missing_parent", E, (192,), Fix("cut", {"node_id": 192})),
+        ("fragment", E, (192,), Fix("bridge", {"node_id": 192, "parent_id": 191})),
+    ],
+    "self_parent.swc": [("self_parent", E, (174,), Fix("cut", {"node_id": 174}))],
+    "cycle.swc": [("cycle", E, (80, 81), Fix("cut", {"node_id": 80}))],
+    # Gaps and geometry
+    "fragment.swc": [("fragment", E, (192,), Fix("bridge", {"node_id": 192, "parent_id": 191}))],
+    # With ~1 um spacing an edge 10x the median (long_edge) is far beyond mean + 5 SD of the edge
+    # lengths, so abnormal_compartment fires on the same edge.
+    "long_edge.swc": [
+        ("long_edge", W, (186, 185), None),
+        ("abnormal_compartment", W, (186, 185), None),
+    ],
+    "abnormal_compartment.swc": [("abnormal_compartment", W, (186, 185), None)],
+    # A z step over 30 um is an edge over 30 um: long (> 10x spacing) and abnormal as well.
+    "z_jump.swc": [
+        ("z_jump", W, (142, 141), None),
+        ("long_edge", W, (142, 141), None),
+        ("abnormal_compartment", W, (142, 141), None),
+    ],
+    "loop.swc": [("loop", E, (181, 208), Fix("delete", {"node_id": 208}))],
+    "duplicate_point.swc": [("duplicate_point", W, (71, 203), Fix("merge", {"node_id": 203, "into_id": 71}))],
+    # Not siblings: merging would change the tree, so no fix is proposed.
+    "duplicate_point_nonsibling.swc": [("duplicate_point", W, (70, 203), None)],
+    "zero_length_segment.swc": [("zero_length_segment", W, (203, 95), Fix("delete", {"node_id": 203}))],
+    "overlapping_segments.swc": [("overlapping_segments", W, (69, 70, 71, 72), None)],
+    "back_tracking.swc": [("back_tracking", W, (204, 203), None)],
+    # Branching
+    "multifurcation.swc": [("multifurcation", W, (132,), None)],
+    "near_bifurcation.swc": [("near_bifurcation", W, (44, 43), None)],
+    # Types
+    "undefined_type.swc": [("undefined_type", W, (151, 152), None)],
+    # A run of 3 axon nodes inside a basal dendrite: one switch in, one switch out. Only the first
+    # proposes the relabel (the run is sandwiched by basal dendrite on both sides).
+    "type_change.swc": [
+        ("type_change", E, (193, 192), Fix("relabel", {"node_ids": [193, 194, 195], "type": 3})),
+        ("type_change", E, (196, 195), None),
+    ],
+    # Part of the axon typed basal dendrite: basal may not grow from axon (parent_type_violation;
+    # no relabel because its subtree is not all basal), and the axon branch below it switches type
+    # a second time on the path from the root (type_change).
+    "type_change_twice.swc": [
+        ("parent_type_violation", E, (119, 103), None),
+        ("type_change", E, (143, 132), None),
+    ],
+    "parent_type_violation.swc": [
+        ("parent_type_violation", E, (104, 103), Fix("relabel", {"node_ids": list(range(104, 119)), "type": 2})),
+    ],
+    "no_soma.swc": [("no_soma", E, (4,), None)],
+    # A second cell body in its own tree is necessarily also a tree apart from the soma tree;
+    # it lies far from everything, so no bridge is proposed.
+    "multiple_somas.swc": [
+        ("multiple_somas", E, (1, 203), None),
+        ("fragment", E, (203,), None),
+    ],
+    "soma_not_root.swc": [("soma_not_root", E, (1, 82), None)],
+    # Radii and the soma
+    "nonpositive_radius.swc": [("nonpositive_radius", W, (10, 160), None)],
+    "fat_end.swc": [("fat_end", W, (174,), None)],
+    "narrow_start.swc": [("narrow_start", W, (187, 188), None)],
+    "root_node_jump.swc": [("root_node_jump", W, (193, 1), None)],
+    # With a 5 um soma the dangling limit (5 um soma extent + 12 um) lies beyond root_node_jump's
+    # (2 x 5 um), so a neurite attached to the soma that dangles has also jumped.
+    "dangling_neurite.swc": [
+        ("dangling_neurite", W, (200,), None),
+        ("root_node_jump", W, (200, 1), None),
+    ],
+    # An axon traced as a separate tree that starts on a dendrite, 18 um out: a fragment (bridged
+    # to the dendrite), but not a dangling neurite (NeuroM's axon-carrying-dendrite exemption;
+    # see test_dangling_exemption_is_for_axons_only).
+    "axon_on_dendrite.swc": [("fragment", E, (82,), Fix("bridge", {"node_id": 82, "parent_id": 200}))],
+    # missing_neurite needs required_types: see test_required_types_make_missing_neurite_fire.
+    "no_axon.swc": [],
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_defect_gives_exactly_the_expected_findings(name):
+    assert summary(run(name)) == summary(EXPECTED[name])
+
+
+@pytest.mark.parametrize("check_id", sorted(CHECKS))
+def test_every_check_has_a_trigger_fixture(check_id):
+    triggered_by = [name for name, exp in EXPECTED.items() if any(e[0] == check_id for e in exp)]
+    if check_id == "missing_neurite":
+        triggered_by = ["no_axon.swc"]  # with required_types, tested below
+    assert triggered_by, f"no fixture triggers {check_id}"
+    assert (DATA / triggered_by[0]).is_file()
+
+
+@pytest.mark.parametrize("check_id", sorted(CHECKS))
+def test_expected_severity_is_the_check_default(check_id):
+    severities = {e[1] for exp in EXPECTED.values() for e in exp if e[0] == check_id}
+    if check_id == "missing_neurite":
+        severities = {I}
+    assert severities == {CHECKS[check_id].severity}
+
+
+def test_checks_that_are_not_fixable_propose_no_fix():
+    for exp in EXPECTED.values():
+        for check_id, _, _, fix in exp:
+            if not CHECKS[check_id].fixable:
+                assert fix is None, check_id
+
+
+def test_findings_come_sorted_by_severity_then_check_order():
+    order = list(CHECKS)
+    for name in ("z_jump.swc", "type_change_twice.swc", "multiple_somas.swc", "duplicate_id_copy.swc"):
+        keys = [(-f.severity, order.index(f.check)) for f in run(name)]
+        assert keys == sorted(keys), name
+
+
+def test_parse_error_names_the_line_and_strict_reading_refuses_it():
+    text = (DATA / "parse_error.swc").read_text().splitlines()
+    assert text[120].startswith("118 2 ") and "O." in text[120]  # line 121
+    [f] = run("parse_error.swc")
+    assert f.message.startswith("line 121:") and "radius" in f.message
+    with pytest.raises(SwcParseError) as err:
+        read_swc(DATA / "parse_error.swc")
+    assert err.value.line == 121
+    # The unreadable tip is skipped, nothing else is lost.
+    n = read_swc(DATA / "parse_error.swc", strict=False)
+    assert n.n_nodes == 201 and 118 not in n.ids.tolist()
+
+
+def test_finding_positions_are_those_of_its_nodes():
+    [f] = run("duplicate_point.swc")
+    n = read_swc(DATA / "duplicate_point.swc")
+    rows = n.index_of(list(f.node_ids))
+    assert f.xyz == tuple(tuple(round(v, 4) for v in n.xyz[r]) for r in rows)
+    assert f.xyz[0] == f.xyz[1]
+
+
+def test_cycle_nodes_are_not_reached_from_any_root():
+    # The defect really is a cycle: 80 -> 81 -> 80, detached from the tree, 79 left as a tip.
+    n = read_swc(DATA / "cycle.swc")
+    assert n.in_cycle[n.index_of([80, 81])].all()
+    assert n.in_cycle.sum() == 2
+    assert n.n_children[n.index_of([79])[0]] == 0
+
+
+# ------------------------------------------------------------------------------------ configuration
+def test_raising_long_edge_factor_removes_the_long_edge_finding():
+    assert "long_edge" in checks_of(run("long_edge.swc"))
+    config = load_config(overrides=parse_set_options(["long_edge_factor=20"]))  # --set long_edge_factor=20
+    assert config.thresholds.long_edge_factor == 20.0
+    assert summary(run("long_edge.swc", config)) == [("abnormal_compartment", W, (186, 185), None)]
+
+
+def test_long_edge_max_length_caps_the_limit():
+    config = load_config(overrides={"long_edge_max_length": 1.5})
+    assert summary(run("abnormal_compartment.swc", config)) == [
+        ("abnormal_compartment", W, (186, 185), None),
+        ("long_edge", W, (186, 185), None),
+    ]
+
+
+def test_lower_abnormal_compartment_sd_flags_more_edges():
+    assert run("clean.swc", load_config(overrides={"abnormal_compartment_sd": 0.5})) != []
+    assert run("abnormal_compartment.swc", load_config(overrides={"abnormal_compartment_sd": 50})) == []
+
+
+def test_z_jump_distance_threshold():
+    config = load_config(overrides={"z_jump_distance": 40})
+    assert checks_of(run("z_jump.swc", config)) == {"long_edge", "abnormal_compartment"}
+
+
+def test_required_types_make_missing_neurite_fire():
+    assert run("no_axon.swc") == []
+    [f] = run("no_axon.swc", load_config(overrides={"required_types": "2"}))
+    assert (f.check, f.severity, f.node_ids, f.fix) == ("missing_neurite", I, (1,), None)
+    assert "axon" in f.message
+    # The clean neuron has all three neurite types; asking for a custom type 7 flags it.
+    assert run("clean.swc", load_config(overrides={"required_types": "2,3,4"})) == []
+    [f] = run("clean.swc", load_config(overrides={"required_types": [2, 3, 4, 7]}))
+    assert f.check == "missing_neurite" and "custom" in f.message
+
+
+def test_known_types_decide_what_is_undefined():
+    assert run("undefined_type.swc", load_config(overrides={"known_types": "0 1 2 3 4"})) == []
+    [f] = run("clean.swc", load_config(overrides={"known_types": "1 2 3"}))
+    n = read_swc(DATA / "clean.swc")
+    assert f.check == "undefined_type" and f.node_ids == tuple(n.ids[n.types == 4].tolist())
+
+
+def test_bridge_reach_decides_whether_a_fragment_gets_a_fix():
+    [f] = run("fragment.swc", load_config(overrides={"bridge_max_factor": 0.5}))
+    assert (f.check, f.node_ids, f.fix) == ("fragment", (192,), None)
+
+
+def test_near_bifurcation_distance_threshold():
+    assert run("near_bifurcation.swc", load_config(overrides={"near_bifurcation_distance": 0.5})) == []
+    # Every bifurcation of the clean neuron is 5-20 um from the one before it.
+    assert run("clean.swc", load_config(overrides={"near_bifurcation_distance": 5})) == []
+    assert checks_of(run("clean.swc", load_config(overrides={"near_bifurcation_distance": 30}))) == {"near_bifurcation"}
+
+
+def test_radius_thresholds():
+    n = read_swc(DATA / "clean.swc")
+    [f] = run("clean.swc", load_config(overrides={"min_radius": 0.4}))
+    assert f.check == "nonpositive_radius" and f.node_ids == tuple(n.ids[n.radius <= 0.4].tolist())
+    assert run("fat_end.swc", load_config(overrides={"fat_end_multiple": 5})) == []
+    assert run("narrow_start.swc", load_config(overrides={"narrow_start_fraction": 0.1})) == []
+
+
+def test_soma_distance_thresholds():
+    assert run("root_node_jump.swc", load_config(overrides={"root_jump_multiplier": 3})) == []
+    assert summary(run("dangling_neurite.swc", load_config(overrides={"dangling_distance": 20}))) == [
+        ("root_node_jump", W, (200, 1), None),
+    ]
+
+
+def test_dangling_exemption_is_for_axons_only():
+    n = read_swc(DATA / "axon_on_dendrite.swc")
+    types = n.types.copy()
+    types[types == 2] = 3
+    as_dendrite = n.with_changes(types=types)
+    assert summary(check_neuron(as_dendrite)) == [
+        ("dangling_neurite", W, (82,), None),
+        ("fragment", E, (82,), Fix("bridge", {"node_id": 82, "parent_id": 200})),
+    ]
+
+
+def test_unknown_threshold_or_bad_value_is_a_config_error():
+    with pytest.raises(ConfigError):
+        load_config(overrides={"long_edge_fact": 20})
+    with pytest.raises(ConfigError):
+        load_config(overrides={"long_edge_factor": "twenty"})
+
+
+def test_severity_override_from_a_config_file(tmp_path):
+    cfg = tmp_path / "qc.toml"
+    cfg.write_text('[severity]\nlong_edge = "error"\nabnormal_compartment = "info"\n')
+    findings = run("long_edge.swc", load_config(cfg))
+    assert [(f.check, f.severity) for f in findings] == [("long_edge", E), ("abnormal_compartment", I)]
+    # Without the file the two are warnings.
+    assert {f.severity for f in run("long_edge.swc")} == {W}
+
+
+def test_severity_override_in_check_config():
+    [f] = run("fat_end.swc", CheckConfig(severity={"fat_end": "error"}))
+    assert (f.check, f.severity, f.node_ids) == ("fat_end", E, (174,))
+
+
+def test_bad_severity_is_a_config_error(tmp_path):
+    cfg = tmp_path / "qc.toml"
+    cfg.write_text('[severity]\nlong_edge = "fatal"\n')
+    with pytest.raises(ConfigError):
+        load_config(cfg)
+
+
+def test_config_file_thresholds_and_disable(tmp_path):
+    cfg = tmp_path / "qc.toml"
+    cfg.write_text('disable = ["abnormal_compartment"]\n[thresholds]\nz_jump_distance = 40\n')
+    assert summary(run("z_jump.swc", load_config(cfg))) == [("long_edge", W, (142, 141), None)]
+    # --set overrides come after the file.
+    assert summary(run("z_jump.swc", load_config(cfg, overrides={"z_jump_distance": "30"}))) == [
+        ("long_edge", W, (142, 141), None),
+        ("z_jump", W, (142, 141), None),
+    ]
+
+
+def test_disable_and_only():
+    assert checks_of(run("long_edge.swc", load_config(disabled=["long_edge"]))) == {"abnormal_compartment"}
+    assert checks_of(run("long_edge.swc", load_config(only=["long_edge"]))) == {"long_edge"}
+    assert run("long_edge.swc", load_config(only=["long_edge"], disabled=["long_edge"])) == []
+    assert checks_of(run("z_jump.swc", load_config(only=["z_jump", "long_edge"]))) == {"z_jump", "long_edge"}
+    # Disabling a check that does not fire changes nothing.
+    assert summary(run("type_change.swc", load_config(disabled=["fat_end"]))) == summary(EXPECTED["type_change.swc"])
+
+
+def test_unknown_check_id_is_a_config_error():
+    with pytest.raises(ConfigError):
+        load_config(disabled=["long_edges"])
+    with pytest.raises(ConfigError):
+        load_config(only=["no_such_check"])
+
+
+# ------------------------------------------------------------------------------------ real files
+REAL_FILES = sorted(MORPHOLOGIES.rglob("*.swc")) if MORPHOLOGIES.is_dir() else []
+
+
+@pytest.mark.parametrize("path", REAL_FILES or [None],
+                         ids=[str(p.relative_to(MORPHOLOGIES)) for p in REAL_FILES] or ["no-shared-data"])
+def test_real_file_loads_and_checks(path):
+    if path is None:
+        pytest.skip(f"{MORPHOLOGIES} does not exist")
+    neuron = read_swc(path)  # strict: every line of every real file parses
+    assert neuron.n_nodes > 0
+    report = check_file(path)
+    assert report.readable, report.error
+    assert report.n_nodes == neuron.n_nodes
+    for f in report.findings:
+        assert f.check in CHECKS
+        assert len(f.xyz) == len(f.node_ids)
