@@ -1,0 +1,164 @@
+"""Property tests: exact write/read round trips, and fixes that are idempotent and lose no node silently."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from neurorecon.io import format_swc, read_swc
+from neurorecon.morphology import Neuron
+from neurorecon.qc.fixes import fix_neuron
+
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+REMOVING = ("delete", "drop_duplicate", "merge")
+
+coord = st.one_of(
+    st.floats(min_value=-1e4, max_value=1e4, allow_nan=False, allow_infinity=False),
+    st.floats(min_value=-1e-6, max_value=1e-6, allow_nan=False),  # tiny, subnormals, -0.0
+    st.integers(-5000, 5000).map(float),
+    st.sampled_from([0.0, -0.0, 1e-300, -5e-324, 123456789.123456789, 0.1, 1 / 3]),
+)
+radius = st.one_of(st.floats(min_value=0, max_value=50, allow_nan=False), st.sampled_from([0.0, 1e-12, 0.5]))
+
+
+@st.composite
+def trees(draw, min_nodes=1, max_nodes=25, extra=True):
+    """A random tree: node k hangs from a random earlier node; ids permuted with gaps; rows shuffled."""
+    n = draw(st.integers(min_nodes, max_nodes))
+    parent = [-1] + [draw(st.integers(0, k - 1)) for k in range(1, n)]
+    # a few extra roots
+    for k in draw(st.lists(st.integers(1, max(n - 1, 1)), max_size=2)):
+        if k < n:
+            parent[k] = -1
+    xyz = draw(st.lists(st.tuples(coord, coord, coord), min_size=n, max_size=n))
+    rad = draw(st.lists(radius, min_size=n, max_size=n))
+    types = draw(st.lists(st.integers(0, 10), min_size=n, max_size=n))
+    # ids: a random injective map into 0..big, so there are gaps and any order
+    ids = draw(st.lists(st.integers(0, 10 * n + 10), min_size=n, max_size=n, unique=True))
+    order = draw(st.permutations(range(n)))
+    k_extra = draw(st.integers(0, 3)) if extra else 0
+    ext = draw(st.lists(st.lists(coord, min_size=k_extra, max_size=k_extra), min_size=n, max_size=n))
+    ids_a = np.array(ids, dtype=np.int64)
+    parent_ids = np.array([-1 if p < 0 else ids[p] for p in parent], dtype=np.int64)
+    rows = np.array(order)
+    return Neuron.from_arrays(
+        ids=ids_a[rows],
+        types=np.array(types)[rows],
+        xyz=np.array(xyz, dtype=np.float64).reshape(n, 3)[rows],
+        radius=np.array(rad)[rows],
+        parent_ids=parent_ids[rows],
+        extra=np.array(ext, dtype=np.float64).reshape(n, k_extra)[rows],
+        extra_names=tuple(f"col{i}" for i in range(k_extra)),
+    )
+
+
+def _bitwise(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+@SETTINGS
+@given(trees())
+def test_write_read_round_trip_is_exact(neuron):
+    back = read_swc(format_swc(neuron).encode())
+    assert _bitwise(back.ids, neuron.ids)
+    assert _bitwise(back.types, neuron.types)
+    assert _bitwise(back.parent_ids, neuron.parent_ids)
+    assert _bitwise(back.xyz, neuron.xyz)
+    assert _bitwise(back.radius, neuron.radius)
+    assert _bitwise(back.extra, neuron.extra)
+    assert back.extra_names == neuron.extra_names
+    # writing what was read gives the same text
+    assert format_swc(back) == format_swc(neuron)
+
+
+# ------------------------------------------------------------------------------ fixes
+@st.composite
+def defective_trees(draw):
+    """Random trees (smaller, on a coarse grid so that coincidences happen) with injected defects."""
+    t = draw(trees(min_nodes=2, max_nodes=18, extra=False))
+    ids, types, xyz, rad, pids = t.ids.copy(), t.types.copy(), t.xyz.copy(), t.radius.copy(), t.parent_ids.copy()
+    if draw(st.booleans()):  # coarse coordinates: many coincident points and zero-length edges
+        xyz = np.round(xyz / 1000) * draw(st.sampled_from([1.0, 2.0, 5.0]))
+    n = len(ids)
+    defects = draw(st.lists(st.sampled_from(["dup_line", "dup_id", "cycle", "missing", "coincident", "self"]), max_size=3))
+    rows = [ids, types, xyz, rad, pids]
+    for d in defects:
+        ids, types, xyz, rad, pids = rows
+        n = len(ids)
+        k = draw(st.integers(0, n - 1))
+        if d == "dup_line":
+            rows = [np.append(ids, ids[k]), np.append(types, types[k]), np.vstack([xyz, xyz[k]]), np.append(rad, rad[k]), np.append(pids, pids[k])]
+        elif d == "dup_id":
+            rows = [np.append(ids, ids[k]), np.append(types, 3), np.vstack([xyz, xyz[k] + 1.0]), np.append(rad, 1.0), np.append(pids, pids[k])]
+        elif d == "cycle" and n >= 2:
+            j = draw(st.integers(0, n - 1))
+            # make k's parent j and j's parent k (a 2-cycle, or a self-parent when k == j)
+            pids = pids.copy()
+            pids[k], pids[j] = ids[j], ids[k]
+            rows = [ids, types, xyz, rad, pids]
+        elif d == "missing":
+            pids = pids.copy()
+            pids[k] = int(ids.max()) + 1000
+            rows = [ids, types, xyz, rad, pids]
+        elif d == "coincident":
+            j = draw(st.integers(0, n - 1))
+            xyz = xyz.copy()
+            xyz[j] = xyz[k]
+            rows = [ids, types, xyz, rad, pids]
+        elif d == "self":
+            pids = pids.copy()
+            pids[k] = ids[k]
+            rows = [ids, types, xyz, rad, pids]
+    ids, types, xyz, rad, pids = rows
+    return Neuron.from_arrays(ids, types, xyz, rad, pids)
+
+
+def _same_neuron(a: Neuron, b: Neuron) -> bool:
+    return (
+        a.ids.tolist() == b.ids.tolist()
+        and a.types.tolist() == b.types.tolist()
+        and a.parent_ids.tolist() == b.parent_ids.tolist()
+        and _bitwise(a.xyz, b.xyz)
+        and _bitwise(a.radius, b.radius)
+    )
+
+
+def _check_fix_properties(neuron):
+    res = fix_neuron(neuron)
+    assert res.converged
+    removed = sum(e.action in REMOVING for e in res.edits)
+    assert neuron.n_nodes - res.neuron.n_nodes == removed
+    # the fixed neuron is a valid, sorted SWC
+    out = res.neuron
+    assert out.ids.tolist() == list(range(1, out.n_nodes + 1)) or not res.edits
+    again = fix_neuron(out)
+    assert again.edits == [], [(e.action, e.check, e.node_ids, e.why) for e in again.edits]
+    assert _same_neuron(again.neuron, out)
+    # and the text written survives a round trip unchanged
+    assert _same_neuron(read_swc(format_swc(out).encode()), out)
+
+
+@SETTINGS
+@given(trees(max_nodes=20, extra=False))
+def test_fix_is_idempotent_and_documents_removed_nodes(neuron):
+    _check_fix_properties(neuron)
+
+
+@SETTINGS
+@given(defective_trees())
+def test_fix_is_idempotent_on_defective_trees(neuron):
+    _check_fix_properties(neuron)
+
+
+@SETTINGS
+@given(trees(max_nodes=15, extra=False))
+def test_fix_keeps_every_surviving_node(neuron):
+    """Nodes not documented as removed keep their position and radius (as a multiset)."""
+    res = fix_neuron(neuron)
+    removed = [tuple(e.before["xyz"]) + (e.before["radius"],) for e in res.edits if e.action in REMOVING]
+    before = sorted(tuple(p) + (r,) for p, r in zip(neuron.xyz.tolist(), neuron.radius.tolist()))
+    after = sorted(tuple(p) + (r,) for p, r in zip(res.neuron.xyz.tolist(), res.neuron.radius.tolist()))
+    for rec in removed:
+        before.remove(rec)
+    assert before == after
