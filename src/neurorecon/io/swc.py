@@ -101,11 +101,22 @@ def read_swc(source: str | os.PathLike | bytes, *, strict: bool = True, name: st
     )
 
 
-_COMMENT = re.compile(rb"^[ \t]*#([^\r\n]*)", re.M)
-
-
 def _header_lines(data: bytes) -> list[str]:
-    return [m.decode("utf-8", "replace").rstrip() for m in _COMMENT.findall(data)]
+    """Comment lines (text after a line's leading '#'), found by jumping from '#' to '#': a
+    multi-line regex over the whole file costs a third of the read time of a large file."""
+    out = []
+    pos = data.find(b"#")
+    while pos >= 0:
+        start = max(data.rfind(b"\n", 0, pos), data.rfind(b"\r", 0, pos)) + 1
+        end = len(data)
+        for sep in (b"\n", b"\r"):
+            k = data.find(sep, pos)
+            if 0 <= k < end:
+                end = k
+        if not data[start:pos].strip(b" \t"):
+            out.append(data[pos + 1 : end].decode("utf-8", "replace").rstrip())
+        pos = data.find(b"#", end)
+    return out
 
 
 def _extra_names(header: list[str], n_extra: int) -> tuple[str, ...]:
