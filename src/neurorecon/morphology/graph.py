@@ -115,6 +115,26 @@ def nearest_marked_ancestor(parent: np.ndarray, marked: np.ndarray) -> np.ndarra
     return jump
 
 
+def section_prefix_range(parent: np.ndarray, start: np.ndarray, values: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per node, the column-wise min and max of ``values`` over the valid nodes above it in its
+    own unbranched section (excluding itself; +inf/-inf where there are none)."""
+    n = len(parent)
+    mn = np.where(valid[:, None], values, np.inf)
+    mx = np.where(valid[:, None], values, -np.inf)
+    jump = np.where(start | (parent < 0), np.arange(n), parent)
+    for _ in range(_n_doublings(n)):
+        # min/max are idempotent, so counting a node twice on the way up is harmless.
+        mn = np.minimum(mn, mn[jump])
+        mx = np.maximum(mx, mx[jump])
+        nxt = jump[jump]
+        if np.array_equal(nxt, jump):
+            break
+        jump = nxt
+    above = ~start & (parent >= 0)
+    up = np.maximum(parent, 0)
+    return np.where(above[:, None], mn[up], np.inf), np.where(above[:, None], mx[up], -np.inf)
+
+
 def section_starts(parent: np.ndarray, n_children: np.ndarray) -> np.ndarray:
     """True where an unbranched section begins: at roots and at children of roots or branch points."""
     start = parent < 0

@@ -76,21 +76,60 @@ def close_pairs(xyz: np.ndarray, r: float, keep=None, chunk: int = 1 << 16) -> t
     return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_d)
 
 
-def cross_pairs(a: np.ndarray, b: np.ndarray, r: float, keep=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+_FULL_NEIGHBOURHOOD = np.array(
+    [(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1)], dtype=np.int64
+)
+
+
+def cross_pairs(a: np.ndarray, b: np.ndarray, r: float, keep=None, chunk: int = 1 << 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All pairs (i in a, j in b) at distance <= r. Returns rows of a, rows of b, distances.
 
-    ``keep(i, j, d)`` filters pairs as they are found (rows of a and b), as in :func:`close_pairs`.
+    The grid is built over ``b`` only and queried with ``a``, so pairs within one set are never
+    enumerated. ``keep(i, j, d)`` filters pairs as they are found, as in :func:`close_pairs`.
     """
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
     if len(a) == 0 or len(b) == 0 or not np.isfinite(r) or r < 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-    na = len(a)
+        return empty
+    if len(a) > len(b):
+        # Queries cost more than the grid: query with the smaller set.
+        flipped = None if keep is None else (lambda j, i, d: keep(i, j, d))
+        j, i, d = cross_pairs(b, a, r, keep=flipped, chunk=chunk)
+        return i, j, d
+    lo = np.minimum(a.min(axis=0), b.min(axis=0))
+    extent = float((np.maximum(a.max(axis=0), b.max(axis=0)) - lo).max())
+    cell_size = max(r, extent / 2**20, 1e-12)
+    cell_a = np.floor((a - lo) / cell_size).astype(np.int64) + 1
+    cell_b = np.floor((b - lo) / cell_size).astype(np.int64) + 1
+    dims = np.maximum(cell_a.max(axis=0), cell_b.max(axis=0)) + 2
 
-    def across(i, j, d):
-        # close_pairs returns i < j, so an (a, b) pair always has i in a and j in b.
-        ok = (i < na) & (j >= na)
-        if keep is not None:
-            ok[ok] = keep(i[ok], j[ok] - na, d[ok])
-        return ok
+    def key(c):
+        return (c[:, 0] * dims[1] + c[:, 1]) * dims[2] + c[:, 2]
 
-    i, j, d = close_pairs(np.concatenate([a, b]), r, keep=across)
-    return i, j - na, d
+    order_b = np.argsort(key(cell_b), kind="stable")
+    keys_b = key(cell_b)[order_b]
+    order_a = np.argsort(key(cell_a), kind="stable")
+    keys_a = key(cell_a)[order_a]
+    out_i, out_j, out_d = [], [], []
+    for off in _FULL_NEIGHBOURHOOD:
+        delta = (off[0] * dims[1] + off[1]) * dims[2] + off[2]
+        for start in range(0, len(a), chunk):
+            query = keys_a[start : start + chunk] + delta
+            first = np.searchsorted(keys_b, query, "left")
+            counts = np.searchsorted(keys_b, query, "right") - first
+            total = int(counts.sum())
+            if total == 0:
+                continue
+            i = order_a[np.repeat(np.arange(start, start + len(query)), counts)]
+            j = order_b[np.repeat(first - np.cumsum(counts) + counts, counts) + np.arange(total)]
+            d = np.linalg.norm(a[i] - b[j], axis=1)
+            ok = d <= r
+            i, j, d = i[ok], j[ok], d[ok]
+            if keep is not None and len(i):
+                ok = keep(i, j, d)
+                i, j, d = i[ok], j[ok], d[ok]
+            out_i.append(i)
+            out_j.append(j)
+            out_d.append(d)
+    if not out_i:
+        return empty
+    return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_d)

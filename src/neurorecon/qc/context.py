@@ -16,6 +16,13 @@ class CheckContext:
         self.neuron = neuron
         self.config = config
         self.th = config.thresholds
+        self._cache: dict = {}
+
+    def cached(self, key: str, compute):
+        """A value several checks share (e.g. one close-pair search), computed on first use."""
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
 
     # ---------------------------------------------------------------- basics
     @cached_property

@@ -119,23 +119,24 @@ def abnormal_compartment(ctx):
 
 # ------------------------------------------------------------------------------------- coincidence
 def _coincident_pairs(ctx, radius: float, *, far_only: bool = False):
-    """Close pairs of non-soma nodes of the same tree, and whether they are near on the tree
-    (at most ``loop_min_hops`` edges apart). ``far_only`` drops the near ones as they are found."""
-    n = ctx.neuron
+    """Close pairs of non-soma nodes of the same tree within ``radius``, and whether they are
+    near on the tree (at most ``loop_min_hops`` edges apart). The search runs once per neuron at
+    the largest radius any check asks for; each check then takes its share."""
+    i, j, d, near = ctx.cached("coincident_pairs", lambda: _search_coincident(ctx))
+    ok = d <= radius
+    if far_only:
+        ok &= ~near
+    return i[ok], j[ok], d[ok], near[ok]
+
+
+def _search_coincident(ctx):
+    n, th = ctx.neuron, ctx.th
+    radius = max(th.loop_distance_factor, th.overlap_distance_factor) * ctx.spacing
     cand = np.flatnonzero(~ctx.is_soma & ctx.rooted)
     root = ctx.root_of[cand]
-    hops = ctx.th.loop_min_hops
-
-    def keep(i, j, d):
-        ok = root[i] == root[j]
-        if far_only:
-            ok[ok] = ~graph.within_hops(ctx.parent, cand[i[ok]], cand[j[ok]], hops)
-        return ok
-
-    i, j, d = close_pairs(n.xyz[cand], radius, keep=keep)
+    i, j, d = close_pairs(n.xyz[cand], radius, keep=lambda i, j, d: root[i] == root[j])
     i, j = cand[i], cand[j]
-    near = np.zeros(len(i), bool) if far_only else graph.within_hops(ctx.parent, i, j, hops)
-    return i, j, d, near
+    return i, j, d, graph.within_hops(ctx.parent, i, j, th.loop_min_hops)
 
 
 @check("loop", E, "distinct branches joined through coincident or near-coincident nodes", fixable=True)
@@ -223,21 +224,52 @@ def overlapping_segments(ctx):
     return out
 
 
+def _may_point_back(ctx, seg: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Segments that could point against an earlier segment of their section: a lower bound of
+    u_b . u_a over the box of earlier directions must be negative (exact-safe pre-filter)."""
+    n, p = ctx.neuron, ctx.parent
+    u = np.zeros((len(n), 3))
+    u[seg] = (n.xyz[seg] - n.xyz[p[seg]]) / n.edge_length[seg, None]
+    lo, hi = graph.section_prefix_range(p, ctx.section_start, u, seg)
+    r = rows[np.isfinite(lo[rows]).all(axis=1)]
+    bound = np.minimum(u[r] * lo[r], u[r] * hi[r]).sum(axis=1)
+    return r[bound < 0]
+
+
 @check("back_tracking", W, "a segment that turns back into an earlier segment of its own branch (NeuroM rule)")
 def back_tracking(ctx):
     n, p = ctx.neuron, ctx.parent
     seg = ctx.neurite_edge & (n.edge_length > 0)
-    rows = np.flatnonzero(seg)
-    if len(rows) < 3:
+    segments = np.flatnonzero(seg)
+    if len(segments) < 3:
         return []
+    later = _may_point_back(ctx, seg, segments)
     rmax = np.maximum(n.radius, np.where(p >= 0, n.radius[np.maximum(p, 0)], 0))
-    reach = min(2 * rmax[rows].max() + 0.55 * n.edge_length[rows].max(), 10 * ctx.spacing)
+    length = n.edge_length[segments]
+    # b's end lies within sqrt((rmax_a + rmax_b)^2 + (0.55 |a|)^2) of a's midpoint. One search
+    # radius for all segments would let a few long ones inflate it for every node, so typical and
+    # long segments are searched separately, each with its own exact bound.
+    hits = []
+    for group in (length <= 2 * ctx.spacing, length > 2 * ctx.spacing):
+        early = segments[group]
+        if len(early) and len(later):
+            reach = float(np.hypot(2 * rmax[segments].max(), 0.55 * length[group].max()))
+            hits.append(_turning_back(ctx, early, later, rmax, reach))
+    out = []
+    for rb in np.unique(np.concatenate(hits) if hits else []).astype(np.int64).tolist():
+        out.append(make_finding("back_tracking", W, n, [rb, p[rb]], f"segment {n.ids[p[rb]]}->{n.ids[rb]} turns back into an earlier segment of the same branch"))
+    return out
+
+
+def _turning_back(ctx, early, later, rmax, reach) -> np.ndarray:
+    """Rows of ``later`` segments b that turn back into one of the ``early`` segments a."""
+    n, p = ctx.neuron, ctx.parent
     sec, depth = ctx.section, ctx.path_length
 
-    def turns_back(ia, jb, _d):
-        # NeuroM: segment b (later) points against segment a (earlier, same branch) and ends
-        # inside a's cylinder: perpendicular distance <= sum of max radii, projection < 0.55 |a|.
-        a, b = rows[ia], rows[jb]
+    def keep(ia, jb, _d):
+        # NeuroM: b (later on the branch) points against a and ends inside a's cylinder:
+        # perpendicular distance <= sum of the max radii, projection < 0.55 |a| from a's middle.
+        a, b = early[ia], later[jb]
         ok = (sec[a] == sec[b]) & (depth[b] > depth[a]) & (p[b] != a)
         va = n.xyz[a] - n.xyz[p[a]]
         vb = n.xyz[b] - n.xyz[p[b]]
@@ -247,10 +279,5 @@ def back_tracking(ctx):
         perp = np.linalg.norm(cp - proj[:, None] * va / la[:, None], axis=1)
         return ok & (np.einsum("ij,ij->i", va, vb) < 0) & (perp <= rmax[a] + rmax[b]) & (np.abs(proj) < 0.55 * la)
 
-    # Candidates: b's end point near a's midpoint.
-    mid = (n.xyz[rows] + n.xyz[p[rows]]) / 2
-    _, jb, _ = cross_pairs(mid, n.xyz[rows], reach, keep=turns_back)
-    out = []
-    for rb in np.unique(rows[jb]).tolist():
-        out.append(make_finding("back_tracking", W, n, [rb, p[rb]], f"segment {n.ids[p[rb]]}->{n.ids[rb]} turns back into an earlier segment of the same branch"))
-    return out
+    mid = (n.xyz[early] + n.xyz[p[early]]) / 2
+    return later[cross_pairs(mid, n.xyz[later], reach, keep=keep)[1]]
