@@ -301,6 +301,12 @@ def main(argv: list[str] | None = None) -> int:
         R["check_proc"] = {
             "neurorecon check -q --json": time_cmd([nr_cli, "check", str(both_dir), "-q", "--json", str(tmp / "nr.json")], args.check_reps, ok_codes=(0, 1)),
             "neurorecon check -q --json -j 2": time_cmd([nr_cli, "check", str(both_dir), "-q", "--json", str(tmp / "nr2.json"), "-j", "2"], args.check_reps, ok_codes=(0, 1)),
+            # Like for like: only the checks that cover NeuroM's default set (has_axon/basal/apical,
+            # nonzero segment/section lengths, nonzero neurite and soma radii), at its thresholds.
+            "neurorecon check (neurom's set)": time_cmd([nr_cli, "check", str(both_dir), "-q", "--json", str(tmp / "nr3.json"),
+                                                         "--only", "missing_neurite", "--only", "zero_length_segment", "--only", "nonpositive_radius",
+                                                         "--set", "required_types=2,3,4", "--set", "zero_length_tolerance=0.01",
+                                                         "--set", "min_radius=0.007"], args.check_reps, ok_codes=(0, 1)),
             "neurom check -o": time_cmd([nm_cli, "check", str(both_dir), "-o", str(tmp / "nm.json")], args.check_reps),
         }
         nr_report = json.loads((tmp / "nr.json").read_text())
@@ -438,6 +444,8 @@ def render(R: dict, args, command: str, data: Path) -> str:
     w(f"| reading within 2× of MorphIO | whole process, {args.synthetic_nodes:,}-node synthetic file | {fmt_s(syn_nr)} vs {fmt_s(syn_mo)}: **{ratio(syn_nr, syn_mo)}** | {verdict(syn_nr <= 2 * syn_mo)} |")
     w(f"| checking ≥ 10× faster than `neurom check` | CLI, whole process, {R['both']} files | neurorecon {fmt_s(nr_chk)} vs neurom {fmt_s(nm_chk)}: {faster(nm_chk, nr_chk)} | {verdict(nm_chk >= 10 * nr_chk)} |")
     w(f"| (same, with `-j 2`) | CLI, whole process | {fmt_s(nr_chk2)}: {faster(nm_chk, nr_chk2)} | {verdict(nm_chk >= 10 * nr_chk2)} |")
+    nr_chk3 = med(cp["neurorecon check (neurom's set)"])
+    w(f"| (same work as `neurom check`'s default set) | CLI, whole process | {fmt_s(nr_chk3)}: {faster(nm_chk, nr_chk3)} | {verdict(nm_chk >= 10 * nr_chk3)} |")
     w(f"| (same, in process) | per file set, no import | {fmt_s(nr_ci)} vs {fmt_s(nm_ci)}: {faster(nm_ci, nr_ci)} | {verdict(nm_ci >= 10 * nr_ci)} |")
     w("")
     w("Ratios are medians divided by medians. \"X× MorphIO's time\" below 1 means neurorecon is faster; "
@@ -483,6 +491,7 @@ def render(R: dict, args, command: str, data: Path) -> str:
     shown = {
         "neurorecon check -q --json": "`neurorecon check DIR -q --json F`",
         "neurorecon check -q --json -j 2": "`neurorecon check DIR -q --json F -j 2`",
+        "neurorecon check (neurom's set)": "`neurorecon check DIR -q --json F --only missing_neurite --only zero_length_segment --only nonpositive_radius --set required_types=2,3,4 --set zero_length_tolerance=0.01 --set min_radius=0.007` (the work `neurom check` does by default)",
         "neurom check -o": "`neurom check DIR -o F` (default config)",
     }
     for key, label in shown.items():
@@ -530,6 +539,15 @@ def render(R: dict, args, command: str, data: Path) -> str:
     w("")
 
     # ---------------------------------------------------------------- notes
+    w("## Why the 10× checking target is out of reach as stated")
+    w("")
+    w("Ten times faster than `neurom check` on these 29 files means a whole `neurorecon check` process of about "
+      f"{nm_chk / 10:.2f} s. Starting Python with numpy and the CLI already takes about 0.1–0.2 s on this machine and "
+      f"reading the {n} files {ri['neurorecon']['median']:.2f} s, "
+      "so even checks that cost nothing could not reach it. Doing the same work as NeuroM's default set (the "
+      "third row of the summary) is several times faster than `neurom check`; the full neurorecon set adds node-level "
+      "geometry (loops, duplicate points, overlaps, back-tracking) that NeuroM's default does not run.")
+    w("")
     w("## What each measurement includes")
     w("")
     w("- **Whole process** = `subprocess.run` wall time: interpreter start-up, imports, reading/checking, writing reports, "
