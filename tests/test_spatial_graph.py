@@ -1,0 +1,45 @@
+"""The grid close-pair search and the pointer-doubling graph walks against plain references."""
+
+import numpy as np
+import pytest
+from scipy.spatial import cKDTree
+
+from neurorecon.morphology import graph
+from neurorecon.morphology.spatial import close_pairs, cross_pairs
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_close_and_cross_pairs_match_a_kd_tree(seed):
+    rng = np.random.default_rng(seed)
+    # Rounded coordinates make exact coincidences and distances exactly at r common.
+    a = np.round(rng.random((rng.integers(2, 500), 3)) * rng.integers(1, 30), 1)
+    b = np.round(rng.random((rng.integers(1, 400), 3)) * 10, 1)
+    r = [0.0, 0.1, 0.5, 2.0][seed % 4]
+    i, j, d = close_pairs(a, r)
+    expected = cKDTree(a).query_pairs(r, output_type="ndarray")
+    assert sorted(zip(i.tolist(), j.tolist())) == sorted(map(tuple, expected.tolist()))
+    assert np.allclose(d, np.linalg.norm(a[i] - a[j], axis=1))
+    i, j, d = cross_pairs(a, b, r, keep=lambda i, j, d: (i + j) % 2 == 0)
+    ref = cKDTree(a).query_ball_tree(cKDTree(b), r)
+    assert sorted(zip(i.tolist(), j.tolist())) == sorted((x, y) for x, ys in enumerate(ref) for y in ys if (x + y) % 2 == 0)
+
+
+def test_ancestor_sums_and_cycles_match_a_walk():
+    rng = np.random.default_rng(5)
+    n = 400
+    parent = np.array([-1] + [int(rng.integers(0, k)) for k in range(1, n)])
+    parent[[50, 51, 52]] = [52, 50, 51]  # a 3-cycle; nodes hanging below it never reach a root
+    parent[70] = 70  # a self-parent
+    w = rng.random(n)
+    root, total, rooted = graph.ancestor_sums(parent, w)
+    for k in range(n):
+        seen, node, acc = set(), k, 0.0
+        while parent[node] >= 0 and node not in seen:
+            seen.add(node)
+            acc += w[node]
+            node = parent[node]
+        reaches = parent[node] < 0
+        assert rooted[k] == reaches
+        if reaches:
+            assert root[k] == node and total[k] == pytest.approx(acc)
+    assert set(graph.cycle_members(parent).tolist()) == {50, 51, 52, 70}
