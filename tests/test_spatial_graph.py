@@ -15,13 +15,20 @@ def test_close_and_cross_pairs_match_a_kd_tree(seed):
     a = np.round(rng.random((rng.integers(2, 500), 3)) * rng.integers(1, 30), 1)
     b = np.round(rng.random((rng.integers(1, 400), 3)) * 10, 1)
     r = [0.0, 0.1, 0.5, 2.0][seed % 4]
+
+    def clear(pairs, p, q):
+        # Pairs at distance r to within rounding may fall either side in either implementation.
+        return sorted((x, y) for x, y in pairs if abs(np.linalg.norm(p[x] - q[y]) - r) > 1e-9)
+
     i, j, d = close_pairs(a, r)
     expected = cKDTree(a).query_pairs(r, output_type="ndarray")
-    assert sorted(zip(i.tolist(), j.tolist())) == sorted(map(tuple, expected.tolist()))
-    assert np.allclose(d, np.linalg.norm(a[i] - a[j], axis=1))
+    assert len(set(zip(i.tolist(), j.tolist()))) == len(i)
+    assert clear(zip(i.tolist(), j.tolist()), a, a) == clear(map(tuple, expected.tolist()), a, a)
+    assert np.allclose(d, np.linalg.norm(a[i] - a[j], axis=1)) and np.all(d <= r)
     i, j, d = cross_pairs(a, b, r, keep=lambda i, j, d: (i + j) % 2 == 0)
     ref = cKDTree(a).query_ball_tree(cKDTree(b), r)
-    assert sorted(zip(i.tolist(), j.tolist())) == sorted((x, y) for x, ys in enumerate(ref) for y in ys if (x + y) % 2 == 0)
+    want = ((x, y) for x, ys in enumerate(ref) for y in ys if (x + y) % 2 == 0)
+    assert clear(zip(i.tolist(), j.tolist()), a, b) == clear(want, a, b)
 
 
 def test_ancestor_sums_and_cycles_match_a_walk():
