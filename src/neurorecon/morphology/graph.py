@@ -170,10 +170,3 @@ def within_hops(parent: np.ndarray, a: np.ndarray, b: np.ndarray, k: int) -> np.
         for j in range(k + 1 - i):
             near |= (anc_a[:, i] == anc_b[:, j]) & (anc_a[:, i] >= 0)
     return near
-
-
-def topological_order(parent: np.ndarray) -> np.ndarray:
-    """Rows sorted so that every parent comes before its children (cycle members last)."""
-    _, depth, rooted = ancestor_sums(parent)
-    depth = np.where(rooted, depth, np.inf)
-    return np.argsort(depth, kind="stable")
