@@ -96,6 +96,16 @@ def cycle_members(parent: np.ndarray) -> np.ndarray:
     return np.unique(jump[~rooted])
 
 
+def cycle_labels(parent: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """For the given cycle members, the smallest row on each one's cycle (one label per cycle)."""
+    label = np.arange(len(parent))
+    jump = np.where(parent < 0, np.arange(len(parent)), parent)
+    for _ in range(_n_doublings(len(parent))):
+        label = np.minimum(label, label[jump])
+        jump = jump[jump]
+    return label[members]
+
+
 def cycle_mask(parent: np.ndarray) -> np.ndarray:
     mask = np.zeros(len(parent), dtype=bool)
     mask[cycle_members(parent)] = True

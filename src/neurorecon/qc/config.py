@@ -106,7 +106,6 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     from .checks import CHECKS
     from .findings import Severity
 
-    cfg = CheckConfig()
     data: dict[str, Any] = {}
     if path is not None:
         try:

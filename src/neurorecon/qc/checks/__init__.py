@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ..findings import Finding, Severity
+from ..findings import Severity
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...morphology import graph
-from ..findings import Fix, Severity, make_finding
+from ..findings import Finding, Fix, Severity, make_finding
 from . import check
 
 E = Severity.ERROR
@@ -13,8 +13,6 @@ E = Severity.ERROR
 
 @check("parse_error", E, "a line that cannot be read as an SWC node")
 def parse_error(ctx):
-    from ..findings import Finding
-
     return [
         Finding("parse_error", E, (), (), f"line {p.line}: {p.message}", None)
         for p in ctx.neuron.parse_problems
@@ -30,12 +28,10 @@ def duplicate_id(ctx):
     if len(dup) == 0:
         return []
     out = []
-    first_of = {}
     for k in dup.tolist():
         i = int(n.ids[order[k]])
-        first = first_of.setdefault(i, int(order[np.searchsorted(s, i)]))
-        row = int(order[k])
-        occurrence = int(k - np.searchsorted(s, i))
+        start = int(np.searchsorted(s, i))  # the id's first line, in file order (stable sort)
+        first, row, occurrence = int(order[start]), int(order[k]), k - start
         same = _same_record(n, first, row)
         fix = Fix("drop_duplicate" if same else "renumber", {"node_id": i, "occurrence": occurrence})
         what = "an exact copy of" if same else "different from"
@@ -87,7 +83,7 @@ def cycle(ctx):
     members = members[p[members] != members]  # self-parents are reported by self_parent
     if len(members) == 0:
         return []
-    label = _cycle_labels(p, members)
+    label = graph.cycle_labels(p, members)
     out = []
     for lab in np.unique(label):
         rows = members[label == lab]
@@ -95,13 +91,3 @@ def cycle(ctx):
         msg = f"{len(rows)} nodes form a cycle of parent pointers; the longest edge ({n.edge_length[weakest]:.3g}) is the least plausible"
         out.append(make_finding("cycle", E, n, rows, msg, Fix("cut", {"node_id": int(n.ids[weakest])})))
     return out
-
-
-def _cycle_labels(parent: np.ndarray, members: np.ndarray) -> np.ndarray:
-    """Smallest member row of each member's cycle."""
-    label = np.arange(len(parent))
-    jump = np.where(parent < 0, np.arange(len(parent)), parent)
-    for _ in range(graph._n_doublings(len(parent))):
-        label = np.minimum(label, label[jump])
-        jump = jump[jump]
-    return label[members]

@@ -85,30 +85,42 @@ def parent_type_violation(ctx):
     switch = _switch_edges(ctx)
     at_branch = switch.copy()
     at_branch[switch] = n.n_children[p[switch]] != 1
+    subtrees = _Subtrees(ctx, switch)
     out = []
     for r in np.flatnonzero(at_branch).tolist():
         child_t, parent_t = int(n.types[r]), int(n.types[p[r]])
         allowed = ALLOWED_PARENTS.get(child_t)
         if allowed is None or parent_t in allowed:
             continue
-        fix = _subtree_relabel(ctx, r, parent_t)
+        fix = subtrees.relabel(r, parent_t)
         msg = f"{T.type_name(child_t)} branch at node {n.ids[r]} grows from {T.type_name(parent_t)}"
         out.append(make_finding("parent_type_violation", E, n, [r, p[r]], msg, fix))
     return out
 
 
-def _subtree_relabel(ctx, row: int, new_type: int) -> Fix | None:
-    """Relabel the subtree at ``row`` when all of it carries the one wrong type."""
-    n = ctx.neuron
-    mark = np.zeros(len(n), bool)
-    mark[row] = True
-    top = graph.nearest_marked_ancestor(ctx.parent, mark)
-    sub = np.flatnonzero(top == row)
-    t = n.types[sub]
-    informative = ctx.informative[sub]
-    if np.all(t[informative] == n.types[row]):
-        return Fix("relabel", {"node_ids": n.ids[sub[informative]].tolist(), "type": int(new_type)})
-    return None
+class _Subtrees:
+    """The part of the tree below each type switch, down to the next switch (one walk for all)."""
+
+    def __init__(self, ctx, switch: np.ndarray):
+        self.ctx = ctx
+        self.top = graph.nearest_marked_ancestor(ctx.parent, switch)
+        self.order = np.argsort(self.top, kind="stable")
+        self.sorted_top = self.top[self.order]
+        rows = np.flatnonzero(switch)
+        # Switches nested below another switch: that one's subtree is not of one type.
+        self.has_inner_switch = set(self.top[ctx.parent[rows]].tolist())
+
+    def relabel(self, row: int, new_type: int) -> Fix | None:
+        """Relabel the subtree at ``row`` when all of it carries the one wrong type."""
+        if row in self.has_inner_switch:
+            return None
+        n = self.ctx.neuron
+        lo, hi = np.searchsorted(self.sorted_top, [row, row + 1])
+        sub = self.order[lo:hi]
+        informative = sub[self.ctx.informative[sub]]
+        if np.all(n.types[informative] == n.types[row]):
+            return Fix("relabel", {"node_ids": n.ids[informative].tolist(), "type": int(new_type)})
+        return None
 
 
 @check("no_soma", E, "no node of type 1 (soma)")
