@@ -1,0 +1,154 @@
+"""Training and held-out benchmark sets: which neurons, which imaging settings, how many crops.
+
+The split is by neuron *and* by imaging: the held-out neurons (Allen V1 cell types, the varied
+NeuroMorpho cell types, fly hemibrain neurons) and the held-out imaging settings below are never
+used for training, which sees only mouse whole-brain axons and NeuroMorpho cortical cells under
+randomly drawn settings from the training ranges.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..io.swc import read_swc
+from .render import Imaging
+
+TRAIN_SOURCES = ("mouse_wholebrain_axons", "cortical_cng")
+HELDOUT_SOURCES = ("allen_v1", "neuromorpho_varied", "navis:hemibrain")
+
+#: Imaging settings of the held-out split; none lies inside the training ranges on every parameter.
+HELDOUT_IMAGING = (
+    Imaging(voxel_size=(0.3, 0.3, 1.0), psf_sigma=(0.25, 1.8), signal=30.0, background=20.0, background_variation=0.3,
+            read_noise=2.0, bead_rate=1.0, dim_rate=1.0, bits=8, name="fmost_0.3um_lowcontrast"),
+    Imaging(voxel_size=(1.0, 1.0, 1.0), psf_sigma=(0.6, 0.9), signal=80.0, background=8.0, background_variation=0.2,
+            read_noise=1.0, bead_rate=1.8, dim_rate=0.5, bits=16, name="iso_1um_16bit"),
+    Imaging(voxel_size=(0.5, 0.5, 1.0), psf_sigma=(0.4, 1.2), signal=18.0, background=10.0, background_variation=0.4,
+            read_noise=5.0, bead_rate=1.0, dim_rate=1.0, bits=8, name="noisy_0.5um"),
+    Imaging(voxel_size=(0.7, 0.7, 1.0), psf_sigma=(0.45, 1.4), signal=60.0, background=25.0, background_variation=0.8,
+            read_noise=2.0, bead_rate=0.5, dim_rate=2.5, bits=16, name="uneven_0.7um"),
+)
+
+
+def train_imaging(rng: np.random.Generator) -> Imaging:
+    """A random setting from the training ranges."""
+    vxy = rng.uniform(0.35, 0.65)
+    return Imaging(voxel_size=(vxy, vxy, rng.uniform(0.9, 1.2)), psf_sigma=(rng.uniform(0.3, 0.5), rng.uniform(0.8, 1.6)),
+                   signal=rng.uniform(25, 150), background=rng.uniform(5, 30), background_variation=rng.uniform(0, 0.5),
+                   read_noise=rng.uniform(0.5, 4.0), bead_rate=rng.uniform(0.3, 1.5), dim_rate=rng.uniform(0, 1.5),
+                   bits=int(rng.choice([8, 16])), name="train")
+
+
+def shared_data_dir() -> Path:
+    """``../shared/data`` beside the repository (or $NEURORECON_DATA)."""
+    env = os.environ.get("NEURORECON_DATA")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve()
+    for up in here.parents:
+        cand = up.parent / "shared" / "data"
+        if cand.is_dir():
+            return cand
+    return Path("../shared/data")
+
+
+def load_sources(sources, data_dir: Path | None = None, min_nodes: int = 30) -> list:
+    """Gold neurons (µm) of the named sources: folders under data/morphologies, or
+    ``navis:hemibrain`` (the navis wheel's hemibrain skeletons, converted from 8 nm voxels)."""
+    from .synth import gold_from_neuron
+
+    data_dir = data_dir or shared_data_dir()
+    out = []
+    for src in sources:
+        if src == "navis:hemibrain":
+            files, scale = _navis_swcs(), 0.008
+        else:
+            files, scale = sorted(glob.glob(str(data_dir / "morphologies" / src / "*.swc"))), 1.0
+        for f in files:
+            n = read_swc(f, strict=False)
+            if len(n) >= min_nodes:
+                out.append(gold_from_neuron(n, scale))
+    return out
+
+
+def _navis_swcs() -> list[str]:
+    import importlib.util
+
+    spec = importlib.util.find_spec("navis")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    return sorted(glob.glob(os.path.join(list(spec.submodule_search_locations)[0], "data", "swc", "*.swc")))
+
+
+@dataclass
+class Split:
+    X: np.ndarray
+    y: np.ndarray
+    etype: np.ndarray
+    setting: np.ndarray     # imaging setting name per node
+    source: np.ndarray      # index of the gold neuron per node
+    crop: np.ndarray        # crop number per node
+    names: tuple
+
+
+def _one(args):
+    from .features import compute_features
+    from .synth import make_sample
+    from ..io.volume import open_volume
+
+    golds, i, seed, heldout, size = args
+    rng = np.random.default_rng([seed, i])
+    for _ in range(20):
+        g = int(rng.integers(len(golds)))
+        imaging = HELDOUT_IMAGING[i % len(HELDOUT_IMAGING)] if heldout else train_imaging(rng)
+        others = [golds[k] for k in range(len(golds)) if k != g] or golds
+        s = make_sample(golds[g], others, imaging, rng, size_um=size)
+        if s is not None:
+            ft = compute_features(s.trace, open_volume(s.image, voxel_size=imaging.voxel_size))
+            return ft.X, s.label, s.etype, imaging.name, g, ft.names
+    return None
+
+
+_GOLDS: list = []
+
+
+def _init(golds):
+    global _GOLDS
+    _GOLDS = golds
+
+
+def _one_shared(args):
+    return _one((_GOLDS,) + args)
+
+
+def build_split(golds: list, n_crops: int, seed: int, heldout: bool, *, jobs: int = 2,
+                size: tuple = (80.0, 80.0, 48.0), progress=None) -> Split:
+    """Generate ``n_crops`` samples and their features (in ``jobs`` processes, deterministic)."""
+    tasks = [(i, seed, heldout, size) for i in range(n_crops)]
+    if jobs > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(jobs, initializer=_init, initargs=(golds,)) as pool:
+            results = []
+            for r in pool.imap(_one_shared, tasks, chunksize=4):
+                results.append(r)
+                if progress:
+                    progress(1)
+    else:
+        _init(golds)
+        results = []
+        for t in tasks:
+            results.append(_one_shared(t))
+            if progress:
+                progress(1)
+    results = [(k, r) for k, r in enumerate(results) if r is not None]
+    X = np.concatenate([r[0] for _, r in results])
+    return Split(X, np.concatenate([r[1] for _, r in results]).astype(np.int8),
+                 np.concatenate([r[2] for _, r in results]).astype(np.int8),
+                 np.concatenate([np.full(len(r[1]), r[3], dtype=object) for _, r in results]),
+                 np.concatenate([np.full(len(r[1]), r[4]) for _, r in results]),
+                 np.concatenate([np.full(len(r[1]), k) for k, r in results]), results[0][1][5])

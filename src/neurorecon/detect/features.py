@@ -1,0 +1,266 @@
+"""Per-node feature table: morphology, node types, rule-check hits and contrast-normalised image
+evidence, plus the same evidence gathered from each node's tree neighbourhood.
+
+Image intensities are expressed as ``(value - local background) / fibre contrast``, where the
+fibre contrast is a robust estimate of how much brighter than background the traced fibre is in
+the node's block. That removes the microscope's gain, offset and brightness; the remaining noise
+level enters as one feature (``snr``) so that the model can weigh weak evidence accordingly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..morphology import graph
+from ..morphology.neuron import Neuron
+from ..morphology.spatial import close_pairs
+from .image_features import RawImage, measure
+
+CHECK_HITS = ("loop", "duplicate_point", "overlapping_segments", "back_tracking", "z_jump", "long_edge", "type_change",
+              "parent_type_violation", "multifurcation", "near_bifurcation", "abnormal_compartment")
+
+
+@dataclass
+class FeatureTable:
+    X: np.ndarray               # (N, F) float32
+    names: tuple[str, ...]
+    raw: RawImage               # kept for proposed corrections (ridge offsets)
+    spacing: float
+
+
+def _first_child(parent: np.ndarray) -> np.ndarray:
+    n = len(parent)
+    out = np.full(n, -1, dtype=np.int64)
+    c = np.flatnonzero(parent >= 0)[::-1]       # reversed so that the first child in file order wins
+    out[parent[c]] = c
+    return out
+
+
+def compute_features(neuron: Neuron, volume, *, progress=None, block_um: float = 96.0) -> FeatureTable:
+    """The feature table of ``neuron`` (µm) against ``volume`` (see :mod:`neurorecon.io.volume`)."""
+    parent = neuron.parent.copy()
+    parent[neuron.in_cycle] = -1   # cycles would make tree walks meaningless; the loop check reports them
+    xyz = neuron.xyz
+    fc = _first_child(parent)
+    raw = measure(xyz, parent, fc, volume, block_um=block_um, progress=progress)
+    cols: dict[str, np.ndarray] = {}
+    spacing = _spacing(neuron, parent)
+    cols.update(_morphology(neuron, parent, fc, spacing, volume))
+    cols.update(_types(neuron, parent))
+    cols.update(_check_hits(neuron))
+    img = _image(raw)
+    cols.update(img)
+    cols.update(_neighbourhood(parent, {k: img[k] for k in _SPREAD}))
+    cols.update(_upstream(parent, img["turn_off"], k=12))
+    names = tuple(cols)
+    X = np.stack([np.asarray(cols[k], dtype=np.float32) for k in names], axis=1) if len(neuron) else \
+        np.zeros((0, len(names)), np.float32)
+    return FeatureTable(X, names, raw, spacing)
+
+
+def _spacing(neuron: Neuron, parent: np.ndarray) -> float:
+    e = graph.edge_lengths(neuron.xyz, parent)
+    e = e[e > 0]
+    return float(np.median(e)) if len(e) else 1.0
+
+
+# ----------------------------------------------------------------------------- morphology
+def _morphology(neuron: Neuron, parent, fc, spacing, volume) -> dict:
+    xyz = neuron.xyz
+    n = len(xyz)
+    has_p = parent >= 0
+    nc = graph.child_counts(parent)
+    d_par = np.where(has_p[:, None], xyz - xyz[np.maximum(parent, 0)], 0.0)
+    len_par = np.linalg.norm(d_par, axis=1)
+    d_ch = np.where((fc >= 0)[:, None], xyz[np.maximum(fc, 0)] - xyz, 0.0)
+    len_ch = np.linalg.norm(d_ch, axis=1)
+    cosang = np.einsum("ij,ij->i", d_par, d_ch) / np.maximum(len_par * len_ch, 1e-9)
+    turn = np.where(has_p & (fc >= 0), np.degrees(np.arccos(np.clip(cosang, -1, 1))), 0.0)
+    # Turning at the parent too: a kink shows on both sides of a moved node.
+    turn_parent = np.where(has_p, turn[np.maximum(parent, 0)], 0.0)
+    # Sections: hops to the section's end (tip or branch) downstream and to its start upstream.
+    start = graph.section_starts(parent, nc)
+    sec = graph.nearest_marked_ancestor(parent, start)
+    root, depth, _ = graph.ancestor_sums(parent)
+    sec_depth = depth - depth[sec]
+    sec_len = np.bincount(sec, minlength=n)[sec]
+    comp = np.bincount(root, minlength=n)[root]
+    vs = np.asarray(volume.voxel_size, float)
+    extent = (np.asarray(volume.shape[::-1]) - 1) * vs
+    to_edge = np.minimum(xyz, extent - xyz)
+    near_other, near_far = _proximity(xyz, parent, root, spacing)
+    return {
+        "n_children": nc, "is_tip": (nc == 0) & has_p, "is_root": ~has_p,
+        "edge_len": len_par / spacing, "child_edge_len": len_ch / spacing,
+        "turn": turn, "turn_parent": turn_parent,
+        "edge_dz": np.abs(d_par[:, 2]) / np.maximum(len_par, 1e-9),
+        "sec_pos": sec_depth, "sec_rest": sec_len - sec_depth - 1, "sec_len": sec_len,
+        "comp_size": np.log1p(comp),
+        "to_edge_xy": np.minimum(to_edge[:, 0], to_edge[:, 1]), "to_edge_z": to_edge[:, 2],
+        "near_other_comp": near_other, "near_far_node": near_far,
+    }
+
+
+def _proximity(xyz, parent, root, spacing):
+    """Distance to the nearest node of another connected piece, and to the nearest node more than
+    6 hops away on the same piece (loops, double tracing), capped at 25 µm."""
+    cap = 25.0
+    i, j, d = close_pairs(xyz, cap)
+    other = np.full(len(xyz), cap)
+    far = np.full(len(xyz), cap)
+    if len(i):
+        diff = root[i] != root[j]
+        np.minimum.at(other, i[diff], d[diff])
+        np.minimum.at(other, j[diff], d[diff])
+        same = ~diff & (d < 10.0)
+        if same.any():
+            ii, jj, dd = i[same], j[same], d[same]
+            nf = ~graph.within_hops(parent, ii, jj, 6)
+            np.minimum.at(far, ii[nf], dd[nf])
+            np.minimum.at(far, jj[nf], dd[nf])
+    return other, far
+
+
+def _types(neuron: Neuron, parent) -> dict:
+    t = neuron.types
+    n = len(t)
+    has_p = parent >= 0
+    pt = np.where(has_p, t[np.maximum(parent, 0)], t)
+    differs_parent = has_p & (pt != t)
+    child_differs = np.zeros(n, bool)
+    c = np.flatnonzero(has_p)
+    child_differs[parent[c[t[c] != t[parent[c]]]]] = True
+    # Where this node's run of equal type began, and whether that was a root/soma.
+    run_start = graph.nearest_marked_ancestor(parent, differs_parent)
+    _, depth, _ = graph.ancestor_sums(parent)
+    hops_to_change = np.minimum(depth - depth[run_start], 30)
+    changed_from = np.where(parent[run_start] >= 0, t[np.maximum(parent[run_start], 0)], -1)
+    starts_at_soma = (parent[run_start] < 0) | (changed_from == 1)
+    root, _, _ = graph.ancestor_sums(parent)
+    key = root * 16 + np.clip(t, 0, 15)
+    same_type = np.bincount(key, minlength=16 * n)[key] / np.bincount(root, minlength=n)[root]
+    out = {f"type_{k}": t == k for k in (1, 2, 3, 4)}
+    out.update({"type_differs_parent": differs_parent, "type_differs_child": child_differs,
+                "type_hops_from_change": hops_to_change, "type_run_not_from_soma": ~starts_at_soma,
+                "type_share": same_type})
+    return out
+
+
+def _check_hits(neuron: Neuron) -> dict:
+    """How many findings of each check name each node (the rule engine of the foundation)."""
+    from ..qc.config import CheckConfig
+    from ..qc.run import check_neuron
+
+    n = len(neuron)
+    hits = {k: np.zeros(n, np.float32) for k in CHECK_HITS}
+    for f in check_neuron(neuron, CheckConfig()):
+        if f.check in hits and f.node_ids:
+            rows = neuron.index_of(np.array(f.node_ids))
+            hits[f.check][rows[rows >= 0]] += 1
+    return {f"check_{k}": v for k, v in hits.items()}
+
+
+# ---------------------------------------------------------------------------------- image
+def _contrast(raw: RawImage) -> np.ndarray:
+    """Fibre contrast per node: the 70th percentile, over the nodes of its block, of the ridge
+    height above background (most nodes are on their fibre); falls back to all nodes for blocks
+    with few nodes."""
+    height = raw.disk_max[:, 0] - raw.background
+    ok = np.isfinite(height)
+    overall = np.nanpercentile(height[ok], 70) if ok.any() else 1.0
+    out = np.full(len(height), overall, dtype=np.float64)
+    for b in np.unique(raw.block):
+        rows = np.flatnonzero((raw.block == b) & ok)
+        if len(rows) >= 12:
+            out[raw.block == b] = np.percentile(height[rows], 70)
+    floor = max(float(overall) * 0.2, 1e-6)
+    return np.maximum(out, floor)
+
+
+def _image(raw: RawImage) -> dict:
+    c = _contrast(raw)
+    bg = raw.background.astype(np.float64)
+
+    def norm(v):
+        v = np.asarray(v, dtype=np.float64)
+        shape = (-1,) + (1,) * (v.ndim - 1)
+        return (v - bg.reshape(shape)) / c.reshape(shape)
+
+    centre = norm(raw.centre)
+    dmax = norm(raw.disk_max)
+    shell = norm(raw.shell)
+    unexpl = np.where(raw.shell_cov, -np.inf, shell)
+    expl = np.where(raw.shell_cov, shell, np.nan)
+    edge = norm(raw.edge)
+    ahead = norm(raw.ahead)
+    cone = norm(raw.cone)
+    cone_un = np.where(raw.cone_cov, -np.inf, cone)
+    with np.errstate(all="ignore"):
+        un4 = np.nanmax(np.where(np.isnan(unexpl[:, 0]), -np.inf, unexpl[:, 0]), axis=1)
+        un7 = np.nanmax(np.where(np.isnan(unexpl[:, 1]), -np.inf, unexpl[:, 1]), axis=1)
+        expl_mean = _nanmean(expl.reshape(len(c), -1))
+        cone_max = np.max(np.where(np.isnan(cone_un), -np.inf, cone_un).reshape(len(c), -1), axis=1)
+    un4, un7, cone_max = (np.where(np.isfinite(v), v, 0.0) for v in (un4, un7, cone_max))
+    off3, off7, snap = raw.offset3, raw.offset7, raw.snap
+    ahead_un = np.max(np.where(np.isnan(ahead[:, 1:3]), -1, ahead[:, 1:3]), axis=1)
+    out = {
+        "i_centre": centre, "i_max1": dmax[:, 0], "i_max3": dmax[:, 1], "i_max7": dmax[:, 2],
+        "deficit3": dmax[:, 1] - centre, "deficit7": dmax[:, 2] - centre,
+        "off3_xy": np.hypot(off3[:, 0], off3[:, 1]), "off3_z": np.abs(off3[:, 2]),
+        "off7_xy": np.hypot(off7[:, 0], off7[:, 1]), "off7_z": np.abs(off7[:, 2]),
+        "snap_xy": np.hypot(snap[:, 0], snap[:, 1]), "snap_z": np.abs(snap[:, 2]),
+        "edge_min": np.nanmin(np.where(np.isnan(edge), np.inf, edge), axis=1),
+        "edge_mean": _nanmean(edge),
+        "shell_unexpl4": un4, "shell_unexpl7": un7,
+        "shell_unexpl_count": (np.where(raw.shell_cov, -np.inf, np.nan_to_num(shell, nan=-np.inf)) > 0.4).sum(axis=(1, 2)),
+        "shell_expl_mean": expl_mean,
+        "ahead2": ahead[:, 0], "ahead4": ahead[:, 1], "ahead6": ahead[:, 2], "ahead9": ahead[:, 3],
+        "cone_unexpl": cone_max, "turn_off": np.minimum(ahead_un, cone_max + 1.0),
+        "snr": c / np.maximum(np.nan_to_num(raw.noise, nan=1.0), 1e-3),
+        "out_of_image": np.isnan(raw.centre),
+    }
+    out["edge_min"] = np.where(np.isfinite(out["edge_min"]), out["edge_min"], np.nan)
+    return out
+
+
+def _nanmean(v: np.ndarray) -> np.ndarray:
+    ok = np.isfinite(v)
+    return np.where(ok.any(1), np.where(ok, v, 0).sum(1) / np.maximum(ok.sum(1), 1), np.nan)
+
+
+_SPREAD = ("i_centre", "i_max1", "deficit3", "edge_min", "shell_unexpl7", "cone_unexpl", "snap_z", "snap_xy")
+
+
+def _neighbourhood(parent: np.ndarray, feats: dict) -> dict:
+    """Min and max of key features over the node, its parent, grandparent and children: errors come
+    in runs, and an edge's evidence belongs to both its ends."""
+    n = len(parent)
+    has = parent >= 0
+    p = np.maximum(parent, 0)
+    gp = np.where(has, parent[p], -1)
+    out = {}
+    for name, v in feats.items():
+        v = np.nan_to_num(np.asarray(v, dtype=np.float64), nan=0.0)
+        lo = v.copy()
+        hi = v.copy()
+        for nb, ok in ((p, has), (np.maximum(gp, 0), gp >= 0)):
+            lo = np.where(ok, np.minimum(lo, v[nb]), lo)
+            hi = np.where(ok, np.maximum(hi, v[nb]), hi)
+        c = np.flatnonzero(has)
+        np.minimum.at(lo, parent[c], v[c])
+        np.maximum.at(hi, parent[c], v[c])
+        out[f"{name}_nbmin"] = lo
+        out[f"{name}_nbmax"] = hi
+    return out
+
+
+def _upstream(parent: np.ndarray, evidence: np.ndarray, k: int) -> dict:
+    """The strongest 'fibre goes straight on where the trace turns' evidence among the k nodes
+    above, and how far up it is: a trace that followed a neighbour carries it from the turn on."""
+    anc = graph.ancestors(parent, np.arange(len(parent)), k)[:, 1:]
+    ev = np.nan_to_num(np.asarray(evidence, float), nan=0.0)
+    vals = np.where(anc >= 0, ev[np.maximum(anc, 0)], -1.0)
+    j = vals.argmax(1) if len(vals) else np.zeros(0, int)
+    return {"up_turn_off": vals.max(1) if len(vals) else np.zeros(0), "up_turn_off_hops": j + 1}

@@ -1,0 +1,90 @@
+"""The learned detector: gradient-boosted trees over the per-node features.
+
+Two LightGBM models ship in ``neurorecon/detect/models/``: ``detector.txt`` gives p(error) per
+node, ``reasons.txt`` (trained on error nodes only) names the most likely kind of error, which is
+reported as the node's ``reason``. ``meta.json`` records the feature names (the table must match
+them exactly), the training command and the held-out numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ERROR_TYPES
+
+MODEL_DIR = Path(__file__).with_name("models")
+
+
+class ModelError(RuntimeError):
+    pass
+
+
+@dataclass
+class Detector:
+    booster: object
+    reasons: object
+    names: tuple[str, ...]
+    meta: dict
+
+    def predict(self, X: np.ndarray, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """p(error) and the reason (error type name) for every row of the feature table."""
+        if tuple(names) != tuple(self.names):
+            raise ModelError("feature table does not match the model's features (retrain with `neurorecon train`)")
+        if len(X) == 0:
+            return np.zeros(0), np.zeros(0, dtype=object)
+        p = np.asarray(self.booster.predict(X, num_threads=2))
+        r = np.asarray(self.reasons.predict(X, num_threads=2)).reshape(len(X), -1)
+        return p, np.array(ERROR_TYPES, dtype=object)[r.argmax(1)]
+
+    def save(self, folder: str | Path) -> None:
+        from ..io.atomic import atomic_write_text
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / "detector.txt", self.booster.model_to_string())
+        atomic_write_text(folder / "reasons.txt", self.reasons.model_to_string())
+        atomic_write_text(folder / "meta.json", json.dumps({**self.meta, "features": list(self.names)}, indent=1))
+
+
+def load_detector(folder: str | Path | None = None) -> Detector:
+    """The shipped detector (or one trained into ``folder``); reads local files only."""
+    import lightgbm as lgb
+
+    folder = Path(folder) if folder else MODEL_DIR
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        booster = lgb.Booster(model_str=(folder / "detector.txt").read_text())
+        reasons = lgb.Booster(model_str=(folder / "reasons.txt").read_text())
+    except FileNotFoundError as e:
+        raise ModelError(f"no trained detector in {folder} ({Path(e.filename).name} missing); run `neurorecon train`") from None
+    return Detector(booster, reasons, tuple(meta["features"]), meta)
+
+
+PARAMS = dict(objective="binary", learning_rate=0.05, num_leaves=63, min_data_in_leaf=30, feature_fraction=0.8,
+              bagging_fraction=0.8, bagging_freq=1, lambda_l2=1.0, num_threads=2, deterministic=True,
+              force_row_wise=True, verbose=-1)
+
+
+def fit(X, y, etype, names, *, seed: int = 0, rounds: int = 600, reason_rounds: int = 150,
+        valid: tuple | None = None, meta: dict | None = None) -> Detector:
+    """Train both models with fixed seeds (same data + seed -> same model)."""
+    import lightgbm as lgb
+
+    params = {**PARAMS, "seed": seed}
+    pos = max(float(np.mean(y)), 1e-3)
+    params["scale_pos_weight"] = float(np.clip((1 - pos) / pos / 3.0, 1.0, 10.0))
+    dtrain = lgb.Dataset(X, y, feature_name=list(names), free_raw_data=False)
+    kw = {}
+    if valid is not None:
+        dvalid = lgb.Dataset(valid[0], valid[1], reference=dtrain)
+        kw = dict(valid_sets=[dvalid], callbacks=[lgb.early_stopping(60, verbose=False)])
+    booster = lgb.train(params, dtrain, num_boost_round=rounds, **kw)
+    err = y > 0
+    rparams = {**PARAMS, "objective": "multiclass", "num_class": len(ERROR_TYPES), "num_leaves": 31, "seed": seed}
+    reasons = lgb.train(rparams, lgb.Dataset(X[err], etype[err] - 1, feature_name=list(names)),
+                        num_boost_round=reason_rounds)
+    return Detector(booster, reasons, tuple(names), dict(meta or {}, best_iteration=booster.best_iteration))
