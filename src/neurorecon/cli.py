@@ -146,6 +146,179 @@ def fix(
         console.print(f"fixed SWC: {paths.swc}\nedit log: {paths.log}\nreview markers: {paths.apo}")
 
 
+# ------------------------------------------------------------------------------ AI error detection
+def _progress(total: int, label: str):
+    """A rich progress bar on stderr; returns (advance, stop)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn(label), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(),
+                   console=_stderr_console(), transient=True)
+    task = bar.add_task(label, total=total)
+    bar.start()
+    return (lambda k=1: bar.advance(task, k)), bar.stop
+
+
+@app.command()
+def detect(
+    trace: Path = typer.Argument(..., help="The manual trace (SWC/ESWC, µm)."),
+    image: str = typer.Option(..., "--image", help="3D TIFF, slice folder, OME-Zarr/zarr, N5 or Neuroglancer precomputed (path or URL)."),
+    voxel_size: Optional[List[float]] = typer.Option(None, "--voxel-size", metavar="VX VY VZ", help="Voxel size in µm (default: from the file)."),
+    out: Path = typer.Option(..., "--out", help="SCORES.csv: node_id,p_error,flag,reason,x,y,z,fix."),
+    threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0, help="Flag nodes with p_error at or above this."),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="Also write the check report with the flagged nodes and image snippets here."),
+    model: Optional[Path] = typer.Option(None, "--model", help="A model folder from `neurorecon train` (default: the shipped one)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing SCORES.csv."),
+) -> None:
+    """Score every node of a trace for tracing errors against the image it was traced in.
+
+    Conventions: SWC x, y, z in µm; a 3D image is indexed [z, y, x]; the centre of voxel [k, j, i]
+    is at (i*VX, j*VY, k*VZ).
+    """
+    from .detect.api import DetectError, detect as run_detect
+    from .detect.model import ModelError, load_detector
+    from .io.swc import SwcParseError, read_swc
+    from .io.volume import VolumeError, open_volume
+
+    vs = _voxel_size(voxel_size)
+    if out.exists() and not overwrite:
+        _fail(f"{out} exists; pass --overwrite to replace it")
+    if not trace.is_file():
+        _fail(f"{trace}: no such file")
+    try:
+        neuron = read_swc(trace)
+        volume = open_volume(image, voxel_size=vs)
+        if vs is None and not volume.voxel_size_known:
+            _fail(f"{image}: the voxel size is not recorded in the file; give --voxel-size VX VY VZ")
+        detector = load_detector(model)
+    except (SwcParseError, VolumeError, ModelError) as e:
+        _fail(str(e))
+    advance, stop = _progress(len(neuron), "scoring nodes")
+    try:
+        result = run_detect(neuron, volume, detector=detector, threshold=threshold, progress=advance)
+    finally:
+        stop()
+    try:
+        result.write_csv(out, overwrite=overwrite)
+    except (DetectError, OSError) as e:
+        _fail(str(e), 1)
+    _print_detection(result, out)
+    if html_out:
+        from .detect.report import write_detection_html
+
+        typer.echo(f"HTML report: {write_detection_html(result, trace, volume, html_out)}")
+
+
+def _voxel_size(values):
+    if not values:
+        return None
+    if len(values) != 3 or min(values) <= 0:
+        _fail("--voxel-size takes three positive numbers: VX VY VZ (µm)")
+    return tuple(values)
+
+
+def _print_detection(result, out: Path) -> None:
+    from collections import Counter
+
+    flagged = result.flagged
+    by_reason = Counter(result.reason[flagged].tolist())
+    n_fix = sum(f is not None for f in result.fixes)
+    typer.echo(f"{len(result.neuron)} nodes scored, {int(flagged.sum())} flagged (p >= {result.threshold}), "
+               f"{n_fix} with a proposed correction")
+    for k, v in by_reason.most_common():
+        typer.echo(f"  {k:16s} {v}")
+    typer.echo(f"scores: {out}")
+
+
+@app.command()
+def evaluate(
+    scores: Path = typer.Argument(..., help="SCORES.csv from `neurorecon detect` (node_id, p_error)."),
+    labels: Path = typer.Argument(..., help="LABELS.csv (node_id, label[, error_type]), e.g. from `neurorecon synth`."),
+    fpr: float = typer.Option(0.014, "--fpr", min=0.0, max=1.0, help="False-positive rate for the recall figure."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """AUC, accuracy at 0.5, recall at a fixed false-positive rate and recall per error type."""
+    import json
+
+    from .detect.evaluate import EvaluationError, evaluate_files, format_metrics
+
+    try:
+        m = evaluate_files(scores, labels, fpr)
+    except EvaluationError as e:
+        _fail(str(e))
+    typer.echo(json.dumps(m.to_dict(), indent=1) if json_out else format_metrics(m, fpr))
+
+
+@app.command()
+def synth(
+    out: Path = typer.Option(..., "--out", help="Folder for the samples (image, trace .swc, .labels.csv, .json)."),
+    n: int = typer.Option(4, "-n", "--n", min=1, help="Number of crops."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same samples."),
+    split: str = typer.Option("heldout", "--split", help="train (training neurons, random imaging) or heldout (held-out neurons and settings)."),
+    fmt: str = typer.Option("tif", "--format", help="Image format: tif or zarr (OME-Zarr)."),
+    size: List[float] = typer.Option([80.0, 80.0, 48.0], "--size", metavar="X Y Z", help="Crop size in µm."),
+) -> None:
+    """Generate benchmark crops: fMOST-like images with manual-like traces and per-node error labels."""
+    from .detect.dataset import HELDOUT_IMAGING, HELDOUT_SOURCES, TRAIN_SOURCES, load_sources, train_imaging
+    from .detect.synth import make_sample, write_sample
+
+    if split not in ("train", "heldout"):
+        _fail("--split is train or heldout")
+    if fmt not in ("tif", "zarr"):
+        _fail("--format is tif or zarr")
+    if len(size) != 3 or min(size) < 16:
+        _fail("--size takes three numbers of at least 16 µm")
+    import numpy as np
+
+    golds = load_sources(TRAIN_SOURCES if split == "train" else HELDOUT_SOURCES)
+    if not golds:
+        _fail("no source neurons found (../shared/data/morphologies, or set NEURORECON_DATA)", 1)
+    written = 0
+    for i in range(n * 20):
+        if written == n:
+            break
+        rng = np.random.default_rng([seed, i])
+        g = int(rng.integers(len(golds)))
+        imaging = HELDOUT_IMAGING[written % len(HELDOUT_IMAGING)] if split == "heldout" else train_imaging(rng)
+        sample = make_sample(golds[g], [x for k, x in enumerate(golds) if k != g] or golds, imaging, rng, size_um=tuple(size))
+        if sample is None:
+            continue
+        name = f"crop_{written:04d}"
+        write_sample(sample, out, name, fmt)
+        typer.echo(f"{out / name}: {len(sample.trace)} nodes, {int(sample.label.sum())} error nodes "
+                   f"({', '.join(sample.info['errors']) or 'none'}), {imaging.name}, voxel {imaging.voxel_size}")
+        written += 1
+
+
+@app.command()
+def train(
+    out: Path = typer.Option(..., "--out", help="Model folder to write (the shipped one is src/neurorecon/detect/models)."),
+    n_train: int = typer.Option(1200, "--n-train", min=4, help="Training crops."),
+    n_valid: int = typer.Option(150, "--n-valid", min=2, help="Validation crops (early stopping)."),
+    n_heldout: int = typer.Option(400, "--n-heldout", min=0, help="Held-out crops to measure (0: skip)."),
+    seed: int = typer.Option(0, "--seed"),
+    jobs: int = typer.Option(2, "-j", "--jobs", min=1),
+    rounds: int = typer.Option(600, "--rounds", min=1, help="Most boosting rounds."),
+) -> None:
+    """Generate the benchmark and train the detector (fixed seeds: same command, same model)."""
+    from .detect.evaluate import format_metrics
+    from .detect.train import train as run_train
+
+    total = n_train + n_valid + n_heldout
+    advance, stop = _progress(total, "generating crops")
+    try:
+        rep = run_train(out, n_train=n_train, n_valid=n_valid, n_heldout=n_heldout, seed=seed, jobs=jobs, rounds=rounds,
+                        progress=advance)
+    except FileNotFoundError as e:
+        _fail(str(e), 1)
+    finally:
+        stop()
+    typer.echo(f"trained on {rep.n_train_nodes} nodes in {rep.seconds:.0f} s; model: {out}")
+    from .detect.evaluate import Metrics
+
+    for name, m in rep.heldout.items():
+        typer.echo(f"\nheld-out: {name}\n" + format_metrics(Metrics(**m)))
+
+
 @app.command("checks")
 def list_checks() -> None:
     """List the check ids with their default severity."""

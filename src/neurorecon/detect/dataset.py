@@ -106,7 +106,10 @@ def _one(args):
         g = int(rng.integers(len(golds)))
         imaging = HELDOUT_IMAGING[i % len(HELDOUT_IMAGING)] if heldout else train_imaging(rng)
         others = [golds[k] for k in range(len(golds)) if k != g] or golds
-        s = make_sample(golds[g], others, imaging, rng, size_um=size)
+        gold = golds[g]
+        if not heldout:  # fibre thickness varies more across labs and cell types than in the training neurons
+            gold = gold.with_changes(radius=gold.radius * rng.uniform(0.4, 3.0))
+        s = make_sample(gold, others, imaging, rng, size_um=size)
         if s is not None:
             ft = compute_features(s.trace, open_volume(s.image, voxel_size=imaging.voxel_size))
             return ft.X, s.label, s.etype, imaging.name, g, ft.names

@@ -57,6 +57,7 @@ class Trace:
     etype: np.ndarray = None  # type: ignore[assignment]
     alive: np.ndarray = None  # type: ignore[assignment]
     extra_fibres: list = field(default_factory=list)
+    protected: set = field(default_factory=set)   # nodes another error depends on (a loop's far end)
 
     def __post_init__(self):
         n = len(self.xyz)
@@ -72,7 +73,14 @@ class Trace:
 
     # ---------------------------------------------------------------- structure helpers
     def children(self, r: int) -> np.ndarray:
-        return np.flatnonzero((self.parent == r) & self.alive)
+        key = (len(self.parent), int(self.alive.sum()))
+        if getattr(self, "_csr_key", None) != key:   # structure changed since the last lookup
+            from ..morphology.graph import children_csr
+
+            self._csr = children_csr(np.where(self.alive, self.parent, -1))
+            self._csr_key = key
+        off, rows = self._csr
+        return rows[off[r]:off[r + 1]]
 
     def n_children(self) -> np.ndarray:
         p = self.parent[self.alive & (self.parent >= 0)]
@@ -123,7 +131,8 @@ class Trace:
     def clean(self, rows) -> bool:
         """True if none of ``rows`` is already part of an injected error (errors do not stack)."""
         rows = np.asarray(rows, dtype=np.int64)
-        return bool(len(rows)) and not self.label[rows].any() and self.alive[rows].all()
+        return (bool(len(rows)) and not self.label[rows].any() and self.alive[rows].all()
+                and not self.protected.intersection(rows.tolist()))
 
 
 # ---------------------------------------------------------------------------- small geometry
@@ -156,13 +165,25 @@ def _polyline_at(points: np.ndarray, spacing: float, length: float) -> np.ndarra
     return np.stack([np.interp(want, s, points[:, k]) for k in range(3)], axis=1)
 
 
-def _clear_of(points: np.ndarray, fibre_pts: np.ndarray, r: float) -> bool:
-    """True if no point is within ``r`` µm of the drawn fibres (sampled as points)."""
+_TREES: dict = {}
+
+
+def _kdtree(pts: np.ndarray):
+    """One KD-tree per point set (the scene's fibres are queried by every injector)."""
     from scipy.spatial import cKDTree
 
+    key = id(pts)
+    if key not in _TREES or _TREES[key][0] is not pts:
+        _TREES.clear()
+        _TREES[key] = (pts, cKDTree(pts))
+    return _TREES[key][1]
+
+
+def _clear_of(points: np.ndarray, fibre_pts: np.ndarray, r: float) -> bool:
+    """True if no point is within ``r`` µm of the drawn fibres (sampled as points)."""
     if len(fibre_pts) == 0:
         return True
-    d, _ = cKDTree(fibre_pts).query(points, k=1, distance_upper_bound=r)
+    d, _ = _kdtree(fibre_pts).query(points, k=1, distance_upper_bound=r)
     return bool(np.all(~np.isfinite(d)))
 
 
@@ -173,6 +194,7 @@ class Scene:
 
     trace: Trace
     fibre_points: np.ndarray
+    gold_points: np.ndarray
     lo: np.ndarray
     hi: np.ndarray
     spacing: float
@@ -195,7 +217,7 @@ def _run(scene: Scene, n_min: int, n_max: int) -> np.ndarray | None:
     for r in scene.candidates((t.parent >= 0) & (nc == 1))[:30]:
         run = [int(r)] + t.section_down(int(r))
         n = int(scene.rng.integers(n_min, n_max + 1))
-        run = [x for x in run if t.n_children()[x] <= 1][:n]
+        run = run[:n]
         if len(run) >= n_min and t.clean(run):
             return np.array(run)
     return None
@@ -211,7 +233,7 @@ def off_signal_z(scene: Scene) -> bool:
     profile[[0, -1]] = 0.6
     shift = np.zeros((len(run), 3))
     shift[:, 2] = dz * profile
-    if not _clear_of(t.xyz[run] + shift, scene.fibre_points, 2.0):
+    if not scene.inside(t.xyz[run] + shift, 1.0) or not _clear_of(t.xyz[run] + shift, scene.fibre_points, 2.0):
         return False
     t.xyz[run] += shift
     _label_displaced(t, run, ERROR_CODE["off_signal_z"])
@@ -231,7 +253,7 @@ def off_signal_xy(scene: Scene) -> bool:
     amp = scene.rng.uniform(3.0, 7.0)
     profile = np.sin(np.linspace(0.15, 0.85, len(run)) * np.pi)
     shift = amp * profile[:, None] * side
-    if not _clear_of(t.xyz[run] + shift, scene.fibre_points, 2.0):
+    if not scene.inside(t.xyz[run] + shift, 1.0) or not _clear_of(t.xyz[run] + shift, scene.fibre_points, 2.0):
         return False
     t.xyz[run] += shift
     _label_displaced(t, run, ERROR_CODE["off_signal_xy"])
@@ -283,18 +305,16 @@ def jump(scene: Scene) -> bool:
         return False
     t.alive[down] = False
     rows = t.add_chain(a, path, ERROR_CODE["jump"], labels=np.zeros(len(path)))
-    off = _distance_to_points(path, scene.fibre_points) > 2.0
+    off = _distance_to_points(path, scene.gold_points) > 2.0
     t.mark(rows[off], ERROR_CODE["jump"])
     t.extra_fibres.append(Fibres.from_tree(piece, np.arange(-1, len(piece) - 1), np.full(len(piece), 0.5)))
     return bool(off.any())
 
 
 def _distance_to_points(pts: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    from scipy.spatial import cKDTree
-
     if len(ref) == 0:
         return np.full(len(pts), np.inf)
-    return cKDTree(ref).query(pts, k=1)[0]
+    return _kdtree(ref).query(pts, k=1)[0]
 
 
 def gap(scene: Scene) -> bool:
@@ -318,26 +338,29 @@ def loop(scene: Scene) -> bool:
 
     t, rng = scene.trace, scene.rng
     alive = np.flatnonzero(t.alive & (t.label == 0))
+    alive = alive[~np.isin(alive, list(t.protected))]
     if len(alive) < 10:
         return False
     tree = cKDTree(t.xyz[alive])
-    pairs = np.array(sorted(tree.query_pairs(12.0)), dtype=np.int64).reshape(-1, 2)
-    if len(pairs) == 0:
-        return False
-    a, b = alive[pairs[:, 0]], alive[pairs[:, 1]]
-    d = np.linalg.norm(t.xyz[a] - t.xyz[b], axis=1)
-    far_on_tree = ~_within_hops(t.parent, a, b, 15)
-    ok = far_on_tree & (d >= 2.0)
-    if not ok.any():
-        return False
-    k = rng.choice(np.flatnonzero(ok))
-    u, v = int(a[k]), int(b[k])
-    n = max(1, int(np.ceil(d[k] / scene.spacing)))
-    frac = np.arange(1, n + 1) / n
-    pts = t.xyz[u] + frac[:, None] * (t.xyz[v] - t.xyz[u])
-    pts[:-1] += rng.normal(0, 0.2, pts[:-1].shape)
-    t.add_chain(u, pts, ERROR_CODE["loop"])
-    return True
+    for u in rng.permutation(alive)[:40]:
+        near = alive[tree.query_ball_point(t.xyz[u], 12.0)]
+        d = np.linalg.norm(t.xyz[near] - t.xyz[u], axis=1)
+        near, d = near[d >= 2.0], d[d >= 2.0]
+        if len(near) == 0:
+            continue
+        ok = ~_within_hops(t.parent, np.full(len(near), u), near, 15)
+        if not ok.any():
+            continue
+        k = int(rng.choice(np.flatnonzero(ok)))
+        v, dist = int(near[k]), float(d[k])
+        n = max(1, int(np.ceil(dist / scene.spacing)))
+        frac = np.arange(1, n + 1) / n
+        pts = t.xyz[u] + frac[:, None] * (t.xyz[v] - t.xyz[u])
+        pts[:-1] += rng.normal(0, 0.2, pts[:-1].shape)
+        t.add_chain(int(u), pts, ERROR_CODE["loop"])
+        t.protected.update((int(u), v))
+        return True
+    return False
 
 
 def _within_hops(parent: np.ndarray, a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:

@@ -91,10 +91,14 @@ def _read_csv(path: str | os.PathLike, need: tuple[str, ...]) -> dict[str, list[
         raise EvaluationError(f"{path}: not a readable CSV ({e})") from None
     if not rows:
         raise EvaluationError(f"{path}: no rows")
-    missing = [c for c in need if c not in rows[0]]
+    header = [c for c in rows[0] if isinstance(c, str)]
+    missing = [c for c in need if c not in header]
     if missing:
-        raise EvaluationError(f"{path}: missing column(s) {', '.join(missing)}; has {', '.join(rows[0])}")
-    return {c: [r[c] for r in rows] for c in rows[0]}
+        raise EvaluationError(f"{path}: missing column(s) {', '.join(missing)}; has {', '.join(header)}")
+    for k, r in enumerate(rows, start=2):
+        if None in r or any(r.get(c) is None for c in need):
+            raise EvaluationError(f"{path}: line {k} does not have one value per column")
+    return {c: [r[c] for r in rows] for c in header}
 
 
 def evaluate_files(scores: str | os.PathLike, labels: str | os.PathLike, fpr: float = REFERENCE_FPR) -> Metrics:
@@ -107,7 +111,7 @@ def evaluate_files(scores: str | os.PathLike, labels: str | os.PathLike, fpr: fl
         lid = np.array(lab["node_id"], dtype=np.int64)
         y = np.array(lab["label"], dtype=np.int64)
     except ValueError as e:
-        raise EvaluationError(f"non-numeric node_id, p_error or label ({e})") from None
+        raise EvaluationError(f"{scores} / {labels}: non-numeric node_id, p_error or label ({e})") from None
     if np.any((p < 0) | (p > 1)) or np.isnan(p).any():
         raise EvaluationError(f"{scores}: p_error must lie in [0, 1]")
     order = np.argsort(sid)

@@ -28,6 +28,7 @@ class FeatureTable:
     names: tuple[str, ...]
     raw: RawImage               # kept for proposed corrections (ridge offsets)
     spacing: float
+    contrast: np.ndarray        # fibre contrast per node (image units), for the same normalisation later
 
 
 def _first_child(parent: np.ndarray) -> np.ndarray:
@@ -50,14 +51,15 @@ def compute_features(neuron: Neuron, volume, *, progress=None, block_um: float =
     cols.update(_morphology(neuron, parent, fc, spacing, volume))
     cols.update(_types(neuron, parent))
     cols.update(_check_hits(neuron))
-    img = _image(raw)
+    contrast = _contrast(raw, parent)
+    img = _image(raw, contrast)
     cols.update(img)
     cols.update(_neighbourhood(parent, {k: img[k] for k in _SPREAD}))
     cols.update(_upstream(parent, img["turn_off"], k=12))
     names = tuple(cols)
     X = np.stack([np.asarray(cols[k], dtype=np.float32) for k in names], axis=1) if len(neuron) else \
         np.zeros((0, len(names)), np.float32)
-    return FeatureTable(X, names, raw, spacing)
+    return FeatureTable(X, names, raw, spacing, contrast)
 
 
 def _spacing(neuron: Neuron, parent: np.ndarray) -> float:
@@ -163,10 +165,23 @@ def _check_hits(neuron: Neuron) -> dict:
 
 
 # ---------------------------------------------------------------------------------- image
-def _contrast(raw: RawImage) -> np.ndarray:
-    """Fibre contrast per node: the 70th percentile, over the nodes of its block, of the ridge
-    height above background (most nodes are on their fibre); falls back to all nodes for blocks
-    with few nodes."""
+def _contrast(raw: RawImage, parent: np.ndarray, hops: int = 8) -> np.ndarray:
+    """Fibre contrast per node: the median, over the node and the ``hops`` nodes above it, of the
+    brightest point across the fibre within 7 µm above local background. Local, so that thick and
+    thin, bright and dim fibres each are measured against themselves; wide enough (7 µm) that a node
+    moved off its fibre still sees the fibre. Never below a fifth of the block's typical contrast."""
+    height = raw.disk_max[:, 2] - raw.background
+    anc = graph.ancestors(parent, np.arange(len(parent)), hops)
+    win = np.where(anc >= 0, height[np.maximum(anc, 0)], np.nan)
+    with np.errstate(all="ignore"):
+        local = np.nanmedian(win, axis=1) if len(win) else np.zeros(0)
+    block = _block_contrast(raw)
+    local = np.where(np.isfinite(local), local, block)
+    return np.maximum(local, 0.2 * block)
+
+
+def _block_contrast(raw: RawImage) -> np.ndarray:
+    """The 70th percentile, over the nodes of each block, of the ridge height above background."""
     height = raw.disk_max[:, 0] - raw.background
     ok = np.isfinite(height)
     overall = np.nanpercentile(height[ok], 70) if ok.any() else 1.0
@@ -179,8 +194,7 @@ def _contrast(raw: RawImage) -> np.ndarray:
     return np.maximum(out, floor)
 
 
-def _image(raw: RawImage) -> dict:
-    c = _contrast(raw)
+def _image(raw: RawImage, c: np.ndarray) -> dict:
     bg = raw.background.astype(np.float64)
 
     def norm(v):
@@ -219,6 +233,7 @@ def _image(raw: RawImage) -> dict:
         "ahead2": ahead[:, 0], "ahead4": ahead[:, 1], "ahead6": ahead[:, 2], "ahead9": ahead[:, 3],
         "cone_unexpl": cone_max, "turn_off": np.minimum(ahead_un, cone_max + 1.0),
         "snr": c / np.maximum(np.nan_to_num(raw.noise, nan=1.0), 1e-3),
+        "contrast_vs_block": c / _block_contrast(raw),
         "out_of_image": np.isnan(raw.centre),
     }
     out["edge_min"] = np.where(np.isfinite(out["edge_min"]), out["edge_min"], np.nan)

@@ -141,7 +141,8 @@ def make_sample(gold: Neuron, others: list[Neuron], imaging: Imaging, rng: np.ra
             target = trace.gold[alive[int(rng.integers(len(alive)))]]
             fibres.append(_distractor(others[int(rng.integers(len(others)))], target, rng, lo, hi))
     scene_pts, _, _ = _samples(_clip(Fibres.concat(fibres), lo, hi, 20.0), 0.5)
-    scene = Scene(trace, scene_pts, lo, hi, spacing, _donor_pieces(others, rng, 3), rng)
+    gold_pts, _, _ = _samples(_clip(fibres[0], lo, hi, 20.0), 0.5)
+    scene = Scene(trace, scene_pts, gold_pts, lo, hi, spacing, _donor_pieces(others, rng, 3), rng)
     injected = _inject(scene, rng, n_errors, error_weights or ERROR_WEIGHTS)
     fibres.extend(trace.extra_fibres)
     all_fibres = _clip(Fibres.concat(fibres), lo, hi, 10.0)

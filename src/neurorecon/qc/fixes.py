@@ -33,7 +33,7 @@ FIX_ORDER = (
 )
 MAX_PASSES = 50
 
-_COLORS = {"delete": (255, 0, 0), "merge": (255, 128, 0), "drop_duplicate": (255, 128, 0), "renumber": (128, 128, 255),
+_COLORS = {"move": (0, 255, 255), "prune": (255, 0, 0), "delete": (255, 0, 0), "merge": (255, 128, 0), "drop_duplicate": (255, 128, 0), "renumber": (128, 128, 255),
            "cut": (255, 0, 255), "relabel": (0, 200, 0), "bridge": (0, 128, 255), "reindex": (128, 128, 128)}
 
 
@@ -203,7 +203,33 @@ def _bridge(n: Neuron, p):
     return n.with_changes(parent_ids=parent_ids), [end[0], target[0]], before, {"parent_id": int(p["parent_id"])}
 
 
-_ACTIONS = {"drop_duplicate": _drop_duplicate, "renumber": _renumber, "cut": _cut, "delete": _delete,
+def _move(n: Neuron, p):
+    """Put one node at a new position (the detector's snap back onto the fibre)."""
+    rows = _rows_of(n, p["node_id"])
+    if len(rows) != 1:
+        return None
+    r = rows[0]
+    xyz = n.xyz.copy()
+    xyz[r] = p["xyz"]
+    return n.with_changes(xyz=xyz), [r], {"xyz": n.xyz[r].round(4).tolist()}, {"xyz": [round(float(v), 4) for v in p["xyz"]]}
+
+
+def _prune(n: Neuron, p):
+    """Delete a node and everything below it (a spur, an over-extension, a trace onto a neighbour)."""
+    rows = _rows_of(n, p["node_id"])
+    if len(rows) != 1:
+        return None
+    from ..morphology import graph
+
+    marked = np.zeros(len(n), bool)
+    marked[rows[0]] = True
+    top = graph.nearest_marked_ancestor(n.parent, marked)
+    gone = np.flatnonzero(top == rows[0])
+    keep = np.setdiff1d(np.arange(len(n)), gone)
+    return n.take(keep), [rows[0]], {"removed_ids": n.ids[gone].tolist()}, None
+
+
+_ACTIONS = {"move": _move, "prune": _prune, "drop_duplicate": _drop_duplicate, "renumber": _renumber, "cut": _cut, "delete": _delete,
             "merge": _merge, "relabel": _relabel, "bridge": _bridge}
 
 

@@ -69,15 +69,17 @@ def _page_name(path: str, used: set[str]) -> str:
     return name
 
 
-def write_html(reports: list[FileReport], out_dir: str | os.PathLike) -> Path:
-    """Write ``index.html`` and one page per file into ``out_dir``; returns the index path."""
+def write_html(reports: list[FileReport], out_dir: str | os.PathLike, extras: dict[str, str] | None = None) -> Path:
+    """Write ``index.html`` and one page per file into ``out_dir``; returns the index path.
+
+    ``extras`` maps a report's path to more HTML for the end of its page (e.g. image snippets)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     used: set[str] = {"index.html"}
     rows = []
     for rep in reports:
         page = _page_name(rep.path, used)
-        atomic_write_text(out / page, _neuron_page(rep))
+        atomic_write_text(out / page, _neuron_page(rep, (extras or {}).get(rep.path, "")))
         n_err = sum(f.severity == Severity.ERROR for f in rep.findings)
         n_warn = sum(f.severity == Severity.WARNING for f in rep.findings)
         status = "unreadable" if not rep.readable else f"{n_err} errors, {n_warn} warnings"
@@ -86,7 +88,7 @@ def write_html(reports: list[FileReport], out_dir: str | os.PathLike) -> Path:
     return atomic_write_text(out / "index.html", index)
 
 
-def _neuron_page(rep: FileReport) -> str:
+def _neuron_page(rep: FileReport, extra: str = "") -> str:
     title = html.escape(Path(rep.path).name)
     if not rep.readable:
         return _doc(title, f"<h1>{title}</h1><p class='err'>unreadable: {html.escape(rep.error or '')}</p><p><a href='index.html'>back</a></p>")
@@ -99,7 +101,7 @@ def _neuron_page(rep: FileReport) -> str:
         rows.append(f"<tr><td>{k}</td><td style='color:{_COLOR[f.severity]}'>{f.severity}</td><td>{f.check}</td><td>{ids}</td><td>{html.escape(f.message)}</td><td>{fix}</td></tr>")
     body = (f"<h1>{title}</h1><p>{html.escape(rep.path)} &middot; {rep.n_nodes} nodes &middot; {len(rep.findings)} findings &middot; <a href='index.html'>all files</a></p>"
             f"<img src='data:image/png;base64,{img}' alt='projections with findings circled'>"
-            "<table><tr><th>#</th><th>severity</th><th>check</th><th>node ids</th><th>message</th><th>proposed fix</th></tr>" + "".join(rows) + "</table>")
+            "<table><tr><th>#</th><th>severity</th><th>check</th><th>node ids</th><th>message</th><th>proposed fix</th></tr>" + "".join(rows) + "</table>" + extra)
     return _doc(title, body)
 
 
