@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 OUT ?= out/demo
 
-.PHONY: demo test bench install dev clean
+.PHONY: demo test bench bench-detect train detection-report install dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,17 @@ test: $(VENV)/.dev-installed
 
 bench: $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/bench_read_check.py --out docs/benchmarks.md
+
+# Train the shipped detector (navis, from the bench extras, supplies the held-out fly neurons).
+train: $(VENV)/.bench-installed
+	$(BIN)/neurorecon train --out src/neurorecon/detect/models --n-train 1500 --n-heldout 300 --seed 0
+
+# Held-out detection and correction numbers for docs/detection.md.
+detection-report: $(VENV)/.bench-installed
+	$(BIN)/python -m neurorecon.detect.benchmark --n 200 --seed 12345 --out docs/detection_heldout.md
+
+bench-detect: $(VENV)/.installed
+	$(BIN)/python benchmarks/bench_detect.py --out docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -259,9 +259,6 @@ def test_evaluate_files_undecodable(tmp_path, labels):
         evaluate_files(s, labels)
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="BUG: a labels row missing its label value reaches np.array(..., int64) as None "
-                          "and raises a bare TypeError instead of EvaluationError")
 def test_evaluate_files_short_label_row(tmp_path):
     s = _write(tmp_path / "s.csv", "node_id,p_error\n1,0.5\n2,0.5\n")
     lab = _write(tmp_path / "l.csv", "node_id,label\n1,1\n2\n")
@@ -269,10 +266,6 @@ def test_evaluate_files_short_label_row(tmp_path):
         evaluate_files(s, lab)
 
 
-@pytest.mark.xfail(strict=True, raises=(KeyError, TypeError),
-                   reason="BUG: a first row with more fields than the header gives DictReader a None key; "
-                          "_read_csv then raises a bare KeyError (or TypeError while formatting the "
-                          "missing-column message) instead of EvaluationError")
 @pytest.mark.parametrize("text", ["node_id,p_error\n1,0.5,extra\n2,0.5\n", "node_id;p_error\n1,0.5\n"])
 def test_evaluate_files_long_first_row(tmp_path, labels, text):
     s = _write(tmp_path / "s.csv", text)

@@ -58,6 +58,7 @@ class Trace:
     alive: np.ndarray = None  # type: ignore[assignment]
     extra_fibres: list = field(default_factory=list)
     protected: set = field(default_factory=set)   # nodes another error depends on (a loop's far end)
+    gold_types: np.ndarray = None  # type: ignore[assignment]
 
     def __post_init__(self):
         n = len(self.xyz)
@@ -67,6 +68,8 @@ class Trace:
             self.etype = np.zeros(n, np.int8)
         if self.alive is None:
             self.alive = np.ones(n, bool)
+        if self.gold_types is None:
+            self.gold_types = self.types.copy()
 
     def __len__(self):
         return len(self.xyz)
@@ -116,6 +119,7 @@ class Trace:
         self.xyz = np.vstack([self.xyz, pts])
         self.parent = np.concatenate([self.parent, parent])
         self.types = np.concatenate([self.types, np.full(k, self.types[start])])
+        self.gold_types = np.concatenate([self.gold_types, np.full(k, self.gold_types[start])])
         self.radius = np.concatenate([self.radius, np.full(k, self.radius[start])])
         self.gold = np.vstack([self.gold, np.full((k, 3), np.nan) if gold is None else gold])
         self.label = np.concatenate([self.label, lab])

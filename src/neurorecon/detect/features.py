@@ -165,12 +165,13 @@ def _check_hits(neuron: Neuron) -> dict:
 
 
 # ---------------------------------------------------------------------------------- image
-def _contrast(raw: RawImage, parent: np.ndarray, hops: int = 8) -> np.ndarray:
+def _contrast(raw: RawImage, parent: np.ndarray, hops: int = 16) -> np.ndarray:
     """Fibre contrast per node: the median, over the node and the ``hops`` nodes above it, of the
-    brightest point across the fibre within 7 µm above local background. Local, so that thick and
-    thin, bright and dim fibres each are measured against themselves; wide enough (7 µm) that a node
-    moved off its fibre still sees the fibre. Never below a fifth of the block's typical contrast."""
-    height = raw.disk_max[:, 2] - raw.background
+    ridge height above local background at the nodes (within 1.5 µm). Local, so that thick and
+    thin, bright and dim fibres each are measured against themselves (a bright neighbour does not
+    make a thin branch look dim); long enough (17 nodes) that a moved run of up to 8 nodes is outvoted
+    by its fibre. Never below a fifth of the block's typical contrast."""
+    height = raw.disk_max[:, 0] - raw.background
     anc = graph.ancestors(parent, np.arange(len(parent)), hops)
     win = np.where(anc >= 0, height[np.maximum(anc, 0)], np.nan)
     with np.errstate(all="ignore"):

@@ -40,6 +40,7 @@ class Sample:
     etype: np.ndarray
     gold_xyz: np.ndarray          # where each trace node belongs on the gold (NaN: nowhere)
     gold_fibres: Fibres           # the gold skeleton edges inside the crop, for distance measures
+    gold_types: np.ndarray        # each node's type before errors were injected
     info: dict = field(default_factory=dict)
 
     def error_names(self) -> np.ndarray:
@@ -152,7 +153,7 @@ def make_sample(gold: Neuron, others: list[Neuron], imaging: Imaging, rng: np.ra
     info = {"imaging": imaging.name, "spacing_um": spacing, "origin_um": lo.tolist(), "errors": injected,
             "voxel_size": list(imaging.voxel_size)}
     return Sample(image, imaging, neuron, trace.label[keep], trace.etype[keep], trace.gold[keep] - lo,
-                  _shift(gold_in, lo), info)
+                  _shift(gold_in, lo), trace.gold_types[keep], info)
 
 
 def _clip(f: Fibres, lo, hi, pad: float) -> Fibres:

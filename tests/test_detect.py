@@ -1,0 +1,206 @@
+"""The detector end to end: conventions, image formats, the shipped model, corrections, the CLI."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from neurorecon.detect.api import detect
+from neurorecon.detect.model import load_detector
+from neurorecon.detect.render import Fibres, Imaging, render
+from neurorecon.io.swc import read_swc, write_swc
+from neurorecon.io.volume import open_volume, write_tiff, write_zarr
+from neurorecon.morphology.neuron import Neuron
+
+VS = (0.5, 0.5, 1.0)
+SHAPE = (48, 160, 160)          # z, y, x -> 48 x 80 x 80 µm
+
+
+def _arc(n=30):
+    """A gently curved fibre, not along any axis, through the middle of the box (µm)."""
+    t = np.linspace(0, 1, n)
+    x = 10 + 60 * t
+    y = 20 + 35 * t + 8 * np.sin(2 * np.pi * t)
+    z = 18 + 12 * t
+    return np.stack([x, y, z], axis=1)
+
+
+@pytest.fixture(scope="module")
+def scene():
+    fine = _arc(400)
+    fibres = Fibres.from_tree(fine, np.arange(-1, len(fine) - 1), np.full(len(fine), 0.5))
+    imaging = Imaging(voxel_size=VS, signal=60, background=10, bead_rate=0.5, dim_rate=0.0)
+    return render(fibres, np.zeros(3), SHAPE, imaging, np.random.default_rng(3)), None
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return load_detector()
+
+
+def _parents(n):
+    return np.concatenate([[-1], np.arange(1, n)])
+
+
+def _trace(pts):
+    n = len(pts)
+    return Neuron.from_arrays(np.arange(1, n + 1), np.full(n, 2), pts, np.full(n, 0.5), _parents(n))
+
+
+def test_node_on_fibre_not_flagged_and_shifted_in_z_is(scene, detector):
+    image, _ = scene
+    pts = _arc(32)
+    vol = open_volume(image, voxel_size=VS)
+    on = detect(_trace(pts), vol, detector=detector)
+    assert on.p_error.max() < 0.5, on.p_error.round(2)
+    k = 16
+    moved = pts.copy()
+    moved[k, 2] += 5.0
+    off = detect(_trace(moved), vol, detector=detector)
+    assert off.p_error[k] >= 0.5
+    assert off.reason[k] == "off_signal_z"
+    # The correction puts it back on the fibre (within 1 µm of where it was drawn).
+    fx = off.fixes[k]
+    assert fx is not None and fx.action == "move"
+    assert np.linalg.norm(np.array(fx.params["xyz"]) - pts[k]) < 1.0
+
+
+def test_axes_convention_swapping_x_and_z_flags_everything(scene, detector):
+    image, _ = scene
+    pts = _arc(32)
+    vol = open_volume(image, voxel_size=VS)
+    wrong = detect(_trace(pts[:, ::-1].copy()), vol, detector=detector)     # (z, y, x) passed as (x, y, z)
+    assert wrong.flagged.mean() > 0.5
+
+
+def test_tiff_and_zarr_give_the_same_scores(scene, detector, tmp_path):
+    image, _ = scene
+    tif = write_tiff(tmp_path / "img.tif", image, VS)
+    zarr = write_zarr(tmp_path / "img.zarr", image, VS, chunks=(32, 64, 64))
+    trace = _trace(_arc(32))
+    a = detect(trace, open_volume(tif), detector=detector)
+    b = detect(trace, open_volume(zarr), detector=detector)
+    np.testing.assert_array_equal(a.p_error, b.p_error)
+    assert a.to_csv() == b.to_csv()
+
+
+def test_shipped_model_loads_without_network(monkeypatch):
+    def refuse(*a, **k):
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket, "socket", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    det = load_detector()
+    assert len(det.names) > 20
+    assert "heldout" in det.meta and det.meta["heldout"]["all"]["auc"] > 0.5
+    p, reason = det.predict(np.zeros((3, len(det.names)), np.float32), det.names)
+    assert p.shape == (3,) and np.all((p >= 0) & (p <= 1))
+
+
+def test_feature_mismatch_is_refused(detector):
+    from neurorecon.detect.model import ModelError
+
+    with pytest.raises(ModelError, match="retrain"):
+        detector.predict(np.zeros((1, 3), np.float32), ("a", "b", "c"))
+
+
+def test_prune_and_move_fix_actions():
+    from neurorecon.qc.fixes import _ACTIONS
+
+    n = _trace(_arc(6))
+    new, rows, before, after = _ACTIONS["prune"](n, {"node_id": 4})
+    assert new.ids.tolist() == [1, 2, 3]
+    assert before["removed_ids"] == [4, 5, 6]
+    new, rows, before, after = _ACTIONS["move"](n, {"node_id": 2, "xyz": [1.0, 2.0, 3.0]})
+    assert new.xyz[1].tolist() == [1.0, 2.0, 3.0] and new.xyz[0].tolist() == n.xyz[0].tolist()
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "neurorecon", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+def test_cli_detect_then_evaluate(scene, tmp_path):
+    image, _ = scene
+    tif = write_tiff(tmp_path / "img.tif", image, VS)
+    pts = _arc(32)
+    pts[10:14, 2] += 5.0
+    swc = tmp_path / "t.swc"
+    write_swc(_trace(pts), swc)
+    out = tmp_path / "scores.csv"
+    r = _cli("detect", swc, "--image", tif, "--voxel-size", *VS, "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert "flagged" in r.stdout
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("node_id,p_error,flag,reason")
+    assert len(lines) == 33
+    labels = tmp_path / "labels.csv"
+    labels.write_text("node_id,label,error_type\n" + "\n".join(
+        f"{i},{int(10 <= i - 1 < 14)},{'off_signal_z' if 10 <= i - 1 < 14 else ''}" for i in range(1, 33)) + "\n")
+    r = _cli("evaluate", out, labels)
+    assert r.returncode == 0, r.stderr
+    assert "AUC" in r.stdout and "off_signal_z" in r.stdout
+    # Refuses to overwrite the scores.
+    r = _cli("detect", swc, "--image", tif, "--out", out)
+    assert r.returncode == 2 and "exists" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("case", ["no_image", "bad_voxel", "bad_swc", "unknown_voxel"])
+def test_cli_detect_bad_input(tmp_path, scene, case):
+    image, _ = scene
+    swc = tmp_path / "t.swc"
+    write_swc(_trace(_arc(8)), swc)
+    args = ["detect", swc, "--image", tmp_path / "missing.tif", "--out", tmp_path / "s.csv"]
+    if case == "bad_voxel":
+        args = ["detect", swc, "--image", write_tiff(tmp_path / "i.tif", image, VS), "--voxel-size", "1", "0", "1",
+                "--out", tmp_path / "s.csv"]
+    if case == "bad_swc":
+        bad = tmp_path / "bad.swc"
+        bad.write_text("1 2 3\n")
+        args = ["detect", bad, "--image", write_tiff(tmp_path / "i.tif", image, VS), "--out", tmp_path / "s.csv"]
+    if case == "unknown_voxel":
+        np.save(tmp_path / "x.npy", image)
+        import tifffile
+
+        tifffile.imwrite(tmp_path / "plain.tif", image)
+        args = ["detect", swc, "--image", tmp_path / "plain.tif", "--out", tmp_path / "s.csv"]
+    r = _cli(*args)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr and r.stderr.startswith("neurorecon: error:")
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_cli_evaluate_bad_input(tmp_path):
+    s = tmp_path / "s.csv"
+    s.write_text("node_id,p_error\n1,2.0\n")
+    lab = tmp_path / "l.csv"
+    lab.write_text("node_id,label\n1,1\n")
+    r = _cli("evaluate", s, lab)
+    assert r.returncode == 2 and "[0, 1]" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("evaluate", tmp_path / "nope.csv", lab)
+    assert r.returncode == 2 and "no such file" in r.stderr
+
+
+def test_cli_synth_writes_readable_samples(tmp_path):
+    r = _cli("synth", "--out", tmp_path / "bench", "-n", "1", "--seed", "3", "--split", "train", "--size", "40", "40", "24")
+    assert r.returncode == 0, r.stderr
+    swc = next((tmp_path / "bench").glob("*.swc"))
+    n = read_swc(swc)
+    vol = open_volume(next((tmp_path / "bench").glob("*.tif")))
+    assert vol.voxel_size_known and len(n) > 0
+    labels = (tmp_path / "bench" / (swc.stem + ".labels.csv")).read_text().splitlines()
+    assert len(labels) == len(n) + 1
+
+
+def test_train_tiny_configuration(tmp_path):
+    """Training runs end to end on a tiny configuration and the model it writes loads and predicts."""
+    from neurorecon.detect.train import train
+
+    rep = train(tmp_path / "m", n_train=6, n_valid=2, n_heldout=2, seed=1, jobs=1, rounds=20)
+    det = load_detector(tmp_path / "m")
+    assert det.names == rep.detector.names
+    assert "all" in det.meta["heldout"]
