@@ -63,18 +63,25 @@ def test_node_on_fibre_not_flagged_and_shifted_in_z_is(scene, detector):
     off = detect(_trace(moved), vol, detector=detector)
     assert off.p_error[k] >= 0.5
     assert off.reason[k] == "off_signal_z"
-    # The correction puts it back on the fibre (within 1 µm of where it was drawn).
+    # The correction puts it back on the fibre: within 1 µm of the drawn centre line.
+    from neurorecon.detect.benchmark import segment_distance
+
     fx = off.fixes[k]
     assert fx is not None and fx.action == "move"
-    assert np.linalg.norm(np.array(fx.params["xyz"]) - pts[k]) < 1.0
+    fine = _arc(400)
+    assert segment_distance(np.array([fx.params["xyz"]]), fine[:-1], fine[1:])[0] < 1.0
 
 
-def test_axes_convention_swapping_x_and_z_flags_everything(scene, detector):
+def test_axes_convention_swapping_x_and_z_is_flagged(scene, detector):
     image, _ = scene
     pts = _arc(32)
     vol = open_volume(image, voxel_size=VS)
-    wrong = detect(_trace(pts[:, ::-1].copy()), vol, detector=detector)     # (z, y, x) passed as (x, y, z)
-    assert wrong.flagged.mean() > 0.5
+    swapped = pts[:, ::-1].copy()                                           # (z, y, x) passed as (x, y, z)
+    wrong = detect(_trace(swapped), vol, detector=detector)
+    inside = swapped[:, 2] < (SHAPE[0] - 1) * VS[2]
+    assert inside.sum() >= 10
+    # (The trace on the right axes flags nothing: test above.) Some swapped nodes happen to cross the fibre.
+    assert wrong.flagged[inside].mean() >= 0.6
 
 
 def test_tiff_and_zarr_give_the_same_scores(scene, detector, tmp_path):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import typer
 
@@ -162,7 +162,7 @@ def _progress(total: int, label: str):
 def detect(
     trace: Path = typer.Argument(..., help="The manual trace (SWC/ESWC, µm)."),
     image: str = typer.Option(..., "--image", help="3D TIFF, slice folder, OME-Zarr/zarr, N5 or Neuroglancer precomputed (path or URL)."),
-    voxel_size: Optional[List[float]] = typer.Option(None, "--voxel-size", metavar="VX VY VZ", help="Voxel size in µm (default: from the file)."),
+    voxel_size: Optional[Tuple[float, float, float]] = typer.Option(None, "--voxel-size", metavar="VX VY VZ", help="Voxel size in µm (default: from the file)."),
     out: Path = typer.Option(..., "--out", help="SCORES.csv: node_id,p_error,flag,reason,x,y,z,fix."),
     threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0, help="Flag nodes with p_error at or above this."),
     html_out: Optional[Path] = typer.Option(None, "--html", help="Also write the check report with the flagged nodes and image snippets here."),
@@ -255,7 +255,7 @@ def synth(
     seed: int = typer.Option(0, "--seed", help="Same seed, same samples."),
     split: str = typer.Option("heldout", "--split", help="train (training neurons, random imaging) or heldout (held-out neurons and settings)."),
     fmt: str = typer.Option("tif", "--format", help="Image format: tif or zarr (OME-Zarr)."),
-    size: List[float] = typer.Option([80.0, 80.0, 48.0], "--size", metavar="X Y Z", help="Crop size in µm."),
+    size: Tuple[float, float, float] = typer.Option((80.0, 80.0, 48.0), "--size", metavar="X Y Z", help="Crop size in µm."),
 ) -> None:
     """Generate benchmark crops: fMOST-like images with manual-like traces and per-node error labels."""
     from .detect.dataset import HELDOUT_IMAGING, HELDOUT_SOURCES, TRAIN_SOURCES, load_sources, train_imaging

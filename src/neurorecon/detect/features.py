@@ -9,6 +9,7 @@ level enters as one feature (``snr``) so that the model can weigh weak evidence 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -174,7 +175,8 @@ def _contrast(raw: RawImage, parent: np.ndarray, hops: int = 16) -> np.ndarray:
     height = raw.disk_max[:, 0] - raw.background
     anc = graph.ancestors(parent, np.arange(len(parent)), hops)
     win = np.where(anc >= 0, height[np.maximum(anc, 0)], np.nan)
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():   # windows entirely outside the image: NaN, replaced below
+        warnings.simplefilter("ignore", RuntimeWarning)
         local = np.nanmedian(win, axis=1) if len(win) else np.zeros(0)
     block = _block_contrast(raw)
     local = np.where(np.isfinite(local), local, block)

@@ -20,6 +20,7 @@ of the microscope drop out.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -228,10 +229,12 @@ def _measure_rows(blk: _Block, rows, xyz, parent, t, u, w, ahead, out: RawImage)
     sv = blk.sample(shell_pts)
     out.shell[rows] = sv
     out.shell_cov[rows] = blk.covered(shell_pts)
-    bg = np.nanpercentile(sv[:, 1, :], 30, axis=1) if len(rows) else np.zeros(0)
+    with warnings.catch_warnings():   # nodes outside the image have no samples: NaN is the answer
+        warnings.simplefilter("ignore", RuntimeWarning)
+        bg = np.nanpercentile(sv[:, 1, :], 30, axis=1) if len(rows) else np.zeros(0)
+        lowhalf = np.where(sv[:, 1, :] <= bg[:, None], sv[:, 1, :], np.nan)
+        out.noise[rows] = np.nanstd(lowhalf, axis=1) if len(rows) else np.zeros(0)
     out.background[rows] = bg
-    lowhalf = np.where(sv[:, 1, :] <= bg[:, None], sv[:, 1, :], np.nan)
-    out.noise[rows] = np.nanstd(lowhalf, axis=1) if len(rows) else np.zeros(0)
     # Edge to parent.
     par = parent[rows]
     has = par >= 0
