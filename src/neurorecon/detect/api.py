@@ -1,8 +1,10 @@
 """Score every node of a trace against its image: p(error), the reason, and a proposed correction.
 
->>> from neurorecon.detect import detect_file          # doctest: +SKIP
->>> result = detect_file("trace.swc", "image.tif", voxel_size=(0.3, 0.3, 1.0))   # doctest: +SKIP
->>> result.write_csv("scores.csv")                     # doctest: +SKIP
+Usage (tests/test_detect.py runs the same on generated images)::
+
+    from neurorecon.detect import detect_file
+    result = detect_file("trace.swc", "image.tif", voxel_size=(0.3, 0.3, 1.0))
+    result.write_csv("scores.csv")
 """
 
 from __future__ import annotations
