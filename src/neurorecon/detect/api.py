@@ -97,14 +97,14 @@ def detect(neuron: Neuron, volume, *, detector=None, threshold: float = THRESHOL
     reason = np.where(flagged, reason, "").astype(object)
     col = {k: i for i, k in enumerate(ft.names)}
     ridge = ft.X[:, col["i_max7"]]
-    snap = ft.raw.snap.astype(float)
+    snap = ft.raw.ridge.astype(float)
     bg = ft.raw.background.astype(float)
     contrast = ft.contrast
 
     def sample_line(a, b):
         return _line_min(volume, a, b, np.nanmedian(bg), float(np.median(contrast)))
 
-    fixes = propose(neuron, flagged, reason, snap, ridge, sample_line)
+    fixes = propose(neuron, flagged, reason, snap, ridge, sample_line, p)
     return Detection(neuron, p, reason, fixes, ft, threshold)
 
 

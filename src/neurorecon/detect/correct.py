@@ -24,10 +24,12 @@ from ..qc.findings import Fix
 RIDGE_MIN = 0.5
 BRIDGE_MAX_UM = 20.0
 PRUNE_REASONS = ("spur", "overextension", "jump", "loop")
+PRUNE_MIN_P = 0.8       # cutting is the least reversible proposal: ask for more certainty
+PRUNE_MAX_NODES = 20
 
 
 def propose(neuron: Neuron, flagged: np.ndarray, reason: np.ndarray, snap: np.ndarray, ridge: np.ndarray,
-            sample_line) -> list[Fix | None]:
+            sample_line, p: np.ndarray | None = None) -> list[Fix | None]:
     """One proposal (or None) per node; ``snap`` is the ridge offset (µm), ``ridge`` its normalised
     height, ``sample_line(a, b)`` the normalised minimum intensity along straight segments a->b."""
     n = len(neuron)
@@ -38,11 +40,12 @@ def propose(neuron: Neuron, flagged: np.ndarray, reason: np.ndarray, snap: np.nd
     for kind in ("off_signal_z", "off_signal_xy"):
         m = rows[(reason[rows] == kind) & (ridge[rows] >= RIDGE_MIN)]
         new = neuron.xyz[m] + snap[m]
-        for r, p in zip(m.tolist(), new.round(4).tolist()):
-            out[r] = Fix("move", {"node_id": int(ids[r]), "xyz": p})
+        for r, pos in zip(m.tolist(), new.round(4).tolist()):
+            out[r] = Fix("move", {"node_id": int(ids[r]), "xyz": pos})
     prune_rows = rows[np.isin(reason[rows], PRUNE_REASONS)]
     if len(prune_rows):
-        for r, top in _prune_tops(parent, flagged, prune_rows).items():
+        sure = flagged if p is None else flagged & (p >= PRUNE_MIN_P)
+        for r, top in _prune_tops(parent, sure, prune_rows[sure[prune_rows]]).items():
             out[r] = Fix("prune", {"node_id": int(ids[top])})
     wt = rows[reason[rows] == "wrong_type"]
     if len(wt):
@@ -73,7 +76,7 @@ def _prune_tops(parent: np.ndarray, flagged: np.ndarray, rows: np.ndarray) -> di
         if len(k) == 0:
             continue          # the whole piece up to its root is flagged: not a stretch to cut off
         head = int(chain[k[0] - 1])
-        if not has_unflagged_below[head]:
+        if not has_unflagged_below[head] and k[0] <= PRUNE_MAX_NODES:
             out[r] = head
     return out
 

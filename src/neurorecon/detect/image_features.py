@@ -59,7 +59,8 @@ class RawImage:
     disk_max: np.ndarray     # (N, 3) max across the fibre within 1.5, 3.5, 7 µm
     offset3: np.ndarray      # (N, 3) xyz vector from node to the max within 3.5 µm
     offset7: np.ndarray      # (N, 3) ... within 7 µm
-    snap: np.ndarray         # (N, 3) proposed ridge position offset (distance-weighted, sub-voxel)
+    snap: np.ndarray         # (N, 3) offset to the distance-weighted disk maximum (a feature)
+    ridge: np.ndarray        # (N, 3) offset to that fibre's ridge, sub-µm (for moving the node)
     background: np.ndarray   # (N,) local background (30th percentile of the 7 µm shell)
     noise: np.ndarray        # (N,) local noise estimate
     shell: np.ndarray        # (N, 2, 40) shell intensities
@@ -203,7 +204,7 @@ def measure(xyz: np.ndarray, parent: np.ndarray, first_child: np.ndarray, volume
 def _empty(n: int, block: np.ndarray) -> RawImage:
     f = np.float32
     return RawImage(np.full(n, np.nan, f), np.full((n, 3), np.nan, f), np.zeros((n, 3), f), np.zeros((n, 3), f),
-                    np.zeros((n, 3), f), np.full(n, np.nan, f), np.full(n, np.nan, f),
+                    np.zeros((n, 3), f), np.zeros((n, 3), f), np.full(n, np.nan, f), np.full(n, np.nan, f),
                     np.full((n, 2, 40), np.nan, f), np.zeros((n, 2, 40), bool), np.full((n, 5), np.nan, f),
                     np.full((n, 4), np.nan, f), np.full((n, 2, 6), np.nan, f), np.zeros((n, 2, 6), bool), block)
 
@@ -223,7 +224,7 @@ def _measure_rows(blk: _Block, rows, xyz, parent, t, u, w, ahead, out: RawImage)
         if j >= 1:
             off = DISK_AB[k, 0:1] * u[rows] + DISK_AB[k, 1:2] * w[rows]
             (out.offset3 if j == 1 else out.offset7)[rows] = off
-    out.snap[rows] = _snap(dv0, u[rows], w[rows])
+    out.snap[rows], out.ridge[rows] = _snap(dv0, u[rows], w[rows])
     # Shells.
     shell_pts = p[:, None, None, :] + np.array(SHELL_R)[None, :, None, None] * SHELL_DIRS[None, None, :, :]
     sv = blk.sample(shell_pts)
@@ -250,30 +251,60 @@ def _measure_rows(blk: _Block, rows, xyz, parent, t, u, w, ahead, out: RawImage)
     out.cone_cov[rows] = blk.covered(cone_pts)
 
 
-def _snap(dv0: np.ndarray, u: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Offset (xyz µm) to the ridge across the fibre: the disk maximum, mildly preferring points near
-    the node (a neighbour fibre a few µm away should not win over the node's own), refined to
-    sub-µm by a parabola through the maximum and its neighbours along u and w."""
+def _snap(dv0: np.ndarray, u: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets (xyz µm) across the fibre: to the disk maximum mildly preferring points near the node
+    (a neighbour fibre a few µm away should not win over the node's own), and from there uphill to
+    that fibre's ridge, refined to sub-µm by a parabola through the maximum and its neighbours."""
     if len(dv0) == 0:
-        return np.zeros((0, 3), np.float32)
+        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32)
     finite = np.isfinite(dv0)
     lo = np.where(finite, dv0, np.inf).min(1, keepdims=True)
     score = np.where(finite, (dv0 - lo) * np.exp(-DISK_R2[None, :] / (2 * 4.0 ** 2)), -np.inf)
     k = score.argmax(1)
-    a, b = DISK_AB[k, 0], DISK_AB[k, 1]
+    a0, b0 = DISK_AB[k, 0], DISK_AB[k, 1]
+    weighted = (_refined(dv0, a0, b0, u, w))
+    a, b = _climb(dv0, a0, b0)
+    return weighted, _refined(dv0, a, b, u, w)
+
+
+def _refined(dv0, a, b, u, w) -> np.ndarray:
     da = _parabola(dv0, a, b, 1, 0)
     db = _parabola(dv0, a, b, 0, 1)
     return ((a + da)[:, None] * u + (b + db)[:, None] * w).astype(np.float32)
 
 
+def _climb(dv0: np.ndarray, a: np.ndarray, b: np.ndarray, steps: int = 4):
+    """From the chosen disk point, step to the brightest 4-neighbour while it is brighter: the
+    distance preference picks *which* fibre, the unweighted intensity says *where* its ridge is."""
+    r = np.arange(len(a))
+    for _ in range(steps):
+        best_a, best_b = a.copy(), b.copy()
+        best = dv0[r, _disk_index(a, b)]
+        for sa, sb in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+            i = _disk_index(a + sa, b + sb)
+            v = np.where(i >= 0, dv0[r, np.maximum(i, 0)], -np.inf)
+            better = v > best
+            best = np.where(better, v, best)
+            best_a = np.where(better, a + sa, best_a)
+            best_b = np.where(better, b + sb, best_b)
+        if np.array_equal(best_a, a) and np.array_equal(best_b, b):
+            break
+        a, b = best_a, best_b
+    return a, b
+
+
 _LOOKUP = {(int(a), int(b)): i for i, (a, b) in enumerate(DISK_AB)}
 
 
+_TABLE = np.full((2 * DISK_R + 1) ** 2, -1)
+for (_x, _y), _i in _LOOKUP.items():
+    _TABLE[(_x + DISK_R) * (2 * DISK_R + 1) + (_y + DISK_R)] = _i
+
+
 def _disk_index(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Column of disk point (a, b) in the sampled disk, -1 outside it."""
     key = (a + DISK_R) * (2 * DISK_R + 1) + (b + DISK_R)
-    table = np.full((2 * DISK_R + 1) ** 2, -1)
-    for (x, y), i in _LOOKUP.items():
-        table[(x + DISK_R) * (2 * DISK_R + 1) + (y + DISK_R)] = i
+    table = _TABLE
     ok = (np.abs(a) <= DISK_R) & (np.abs(b) <= DISK_R)
     return np.where(ok, table[np.where(ok, key, 0).astype(int)], -1)
 
