@@ -224,14 +224,17 @@ def build_neuron(path: Path, files: list[str], target: int, box: np.ndarray, see
     assert np.all(parent < np.arange(n)), "parents must come first"
     assert (parent < 0).sum() == 1, "one root"
     ids = np.arange(1, n + 1)
-    header = (f" bench_detect.py: {n} nodes packed from {len(windows)} windows of {len(set(w['source'] for w in windows))} "
-              f"mouse whole-brain axon reconstructions into a {box[0]:g} x {box[1]:g} x {box[2]:g} µm box (seed {seed});",
-              f" {n_bridges} pieces joined by straight bridges ({n_bridge_nodes} bridge nodes).")
+    n_src = len({w["source"] for w in windows})
+    header = (
+        (f" bench_detect.py: {n} nodes packed from {len(windows)} windows of {n_src} mouse whole-brain axon "
+         f"reconstructions into a {box[0]:g} x {box[1]:g} x {box[2]:g} µm box (seed {seed});"),
+        f" {n_bridges} pieces joined by straight bridges ({n_bridge_nodes} bridge nodes).",
+    )
     neuron = Neuron(ids=ids, types=types, xyz=np.round(xyz, 3), radius=radius,
                     parent_ids=np.where(parent >= 0, parent + 1, -1), header=header)
     write_swc(neuron, path)
     e = graph.edge_lengths(neuron.xyz, neuron.parent)
-    return dict(nodes=n, windows=windows, n_windows=len(windows), sources=sorted(set(w["source"] for w in windows)),
+    return dict(nodes=n, windows=windows, n_windows=len(windows), sources=sorted({w["source"] for w in windows}),
                 pieces=n_bridges + 1, bridges=n_bridges, bridge_nodes=n_bridge_nodes,
                 bridge_len_um=dict(median=float(np.median(bridge_len)) if bridge_len else 0.0,
                                    max=float(np.max(bridge_len)) if bridge_len else 0.0),
@@ -378,16 +381,18 @@ def _time_cmd(cmd: list[str]) -> dict:
     if timev.exists():
         full = [str(timev), "-v", *cmd]
     else:  # a tiny launcher reports the peak RSS of its one child
-        full = [PY, "-c", "import resource,subprocess,sys\nr=subprocess.run(sys.argv[1:])\n"
-                "u=resource.getrusage(resource.RUSAGE_CHILDREN)\n"
-                "print(f'Maximum resident set size (kbytes): {u.ru_maxrss}', file=sys.stderr)\n"
-                "print(f'User time (seconds): {u.ru_utime}\\nSystem time (seconds): {u.ru_stime}', file=sys.stderr)\n"
-                "sys.exit(r.returncode)", *cmd]
+        launcher = ("import resource,subprocess,sys\nr=subprocess.run(sys.argv[1:])\n"
+                    "u=resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+                    "print(f'Maximum resident set size (kbytes): {u.ru_maxrss}', file=sys.stderr)\n"
+                    "print(f'User time (seconds): {u.ru_utime}\\nSystem time (seconds): {u.ru_stime}', file=sys.stderr)\n"
+                    "sys.exit(r.returncode)")
+        full = [PY, "-c", launcher, *cmd]
     t = time.perf_counter()
-    r = subprocess.run(full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    r = subprocess.run(full, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t
     if r.returncode:
-        raise RuntimeError(f"{shlex.join(cmd)} exited {r.returncode}:\n{r.stderr[-3000:]}")
+        own = r.stderr.split("\tCommand being timed:", 1)[0]      # the command's stderr without time -v's report
+        raise RuntimeError(f"{shlex.join(cmd)} exited {r.returncode}:\n{own[-3000:]}")
 
     def grab(label):
         m = re.search(re.escape(label) + r":\s*([\d.]+)", r.stderr)
@@ -507,7 +512,7 @@ def _short(file: str) -> str:
     for marker in ("site-packages/", "src/"):
         if marker in file:
             return file.split(marker, 1)[1]
-    return file if file.startswith("<") or file.startswith("~") else Path(file).name
+    return file if file.startswith(("<", "~")) else Path(file).name
 
 
 # ============================================================================ 4. report
