@@ -33,7 +33,8 @@ What it does:
 4. Writes (or replaces) the section "## AI error detection speed" in ``--out`` and keeps the rest
    of that file.
 
-``--profile`` adds one cProfile run of the in-process path and reports its hot spots.
+When the target is not met (or with ``--profile yes``) one more in-process run under cProfile lists
+the hot spots, each builtin attributed to the neurorecon function that calls it.
 """
 
 from __future__ import annotations
@@ -559,13 +560,13 @@ def _git_state() -> str:
 
 def _rel(p) -> str:
     """``p`` relative to the repository when it lies inside it (or beside it, like ../shared), else absolute."""
-    p = Path(p).resolve()
-    for base, prefix in ((REPO, ""), (REPO.parent / "shared", "../shared/")):
-        try:
-            return prefix + str(p.relative_to(base))
-        except ValueError:
-            pass
-    return str(p)
+    for q in (Path(p).absolute(), Path(p).resolve()):     # unresolved first: .venv/bin/python is a symlink
+        for base, prefix in ((REPO, ""), (REPO.parent / "shared", "../shared/")):
+            try:
+                return prefix + str(q.relative_to(base))
+            except ValueError:
+                pass
+    return str(Path(p).resolve())
 
 
 def mib(b: float) -> str:
@@ -771,7 +772,8 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="processes for rendering")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the trace and the image even if cached")
     ap.add_argument("--prepare-only", action="store_true")
-    ap.add_argument("--profile", action="store_true", help="add a cProfile run and list the hot spots")
+    ap.add_argument("--profile", choices=("auto", "yes", "no"), default="auto",
+                    help="add a cProfile run and list the hot spots (auto: only when the target is not met)")
     ap.add_argument("--profile-top", type=int, default=15)
     ap.add_argument("--note", default="", help="a sentence about the machine's state to put in the report")
     args = ap.parse_args(argv)
@@ -809,7 +811,10 @@ def main(argv=None) -> int:
             f"{t['image_measure']:.1f} s [read {t.get('volume_read', 0):.1f} s]; inference {t['inference']:.1f} s), "
             f"peak RSS {mib(r['peak_rss'])}")
         R["inproc"].append(r)
-    if args.profile:
+    best_inproc = min(r["t"]["features"] + r["t"]["inference"] for r in R["inproc"])
+    below = D["trace"]["nodes"] / min(p["wall"] for p in R["proc"]) < TARGET_NODES_PER_S or \
+        D["trace"]["nodes"] / best_inproc < TARGET_NODES_PER_S
+    if args.profile == "yes" or (args.profile == "auto" and below):
         prof = Path(args.work) / "detect.prof"
         r = run_worker(D["swc"], D["vol"], model, Path(args.work) / "scores_inproc.csv", str(prof))
         R["profile"] = profile_summary(prof, args.profile_top)
