@@ -244,6 +244,23 @@ def mem_total() -> str:
 
 
 # ----------------------------------------------------------------------------- main
+KEPT_SECTIONS = ("## AI error detection speed",)   # written by benchmarks/bench_detect.py
+
+
+def _kept_sections(path: Path) -> str:
+    """Sections other benchmarks own, carried over unchanged when this one rewrites the file."""
+    if not path.exists():
+        return ""
+    old = path.read_text()
+    out = []
+    for head in KEPT_SECTIONS:
+        i = old.find(head)
+        if i >= 0:
+            j = old.find("\n## ", i + len(head))
+            out.append("\n" + old[i:j if j >= 0 else len(old)].rstrip() + "\n")
+    return "".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=REPO / "docs/benchmarks.md", help="Markdown report to write.")
@@ -338,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     R["elapsed"] = time.perf_counter() - started
 
-    text = render(R, args, command, data)
+    text = render(R, args, command, data) + _kept_sections(args.out)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     log(f"bench: wrote {args.out} ({R['elapsed']:.0f} s)")

@@ -231,17 +231,12 @@ def off_signal_z(scene: Scene) -> bool:
     run = _run(scene, 3, 8)
     if run is None:
         return False
-    t = scene.trace
     dz = scene.rng.uniform(3.0, 8.0) * scene.rng.choice([-1, 1])
     profile = np.ones(len(run))
     profile[[0, -1]] = 0.6
     shift = np.zeros((len(run), 3))
     shift[:, 2] = dz * profile
-    if not scene.inside(t.xyz[run] + shift, 1.0) or not _clear_of(t.xyz[run] + shift, scene.fibre_points, 2.0):
-        return False
-    t.xyz[run] += shift
-    _label_displaced(t, run, ERROR_CODE["off_signal_z"])
-    return True
+    return _shift_run(scene, run, shift, "off_signal_z")
 
 
 def off_signal_xy(scene: Scene) -> bool:
@@ -257,10 +252,17 @@ def off_signal_xy(scene: Scene) -> bool:
     amp = scene.rng.uniform(3.0, 7.0)
     profile = np.sin(np.linspace(0.15, 0.85, len(run)) * np.pi)
     shift = amp * profile[:, None] * side
-    if not scene.inside(t.xyz[run] + shift, 1.0) or not _clear_of(t.xyz[run] + shift, scene.fibre_points, 2.0):
+    return _shift_run(scene, run, shift, "off_signal_xy")
+
+
+def _shift_run(scene: Scene, run: np.ndarray, shift: np.ndarray, name: str) -> bool:
+    """Move a run off its fibre, if it stays in the box and clear of every drawn fibre."""
+    t = scene.trace
+    moved = t.xyz[run] + shift
+    if not scene.inside(moved, 1.0) or not _clear_of(moved, scene.fibre_points, 2.0):
         return False
-    t.xyz[run] += shift
-    _label_displaced(t, run, ERROR_CODE["off_signal_xy"])
+    t.xyz[run] = moved
+    _label_displaced(t, run, ERROR_CODE[name])
     return True
 
 

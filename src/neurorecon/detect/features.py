@@ -254,7 +254,6 @@ _SPREAD = ("i_centre", "i_max1", "deficit3", "edge_min", "shell_unexpl7", "cone_
 def _neighbourhood(parent: np.ndarray, feats: dict) -> dict:
     """Min and max of key features over the node, its parent, grandparent and children: errors come
     in runs, and an edge's evidence belongs to both its ends."""
-    n = len(parent)
     has = parent >= 0
     p = np.maximum(parent, 0)
     gp = np.where(has, parent[p], -1)

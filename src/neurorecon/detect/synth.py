@@ -20,7 +20,7 @@ import numpy as np
 
 from ..morphology import graph
 from ..morphology.neuron import Neuron
-from .errors import ERROR_CODE, ERROR_TYPES, INJECTORS, Scene, Trace
+from .errors import ERROR_TYPES, INJECTORS, Scene, Trace
 from .render import Fibres, Imaging, _samples, render
 
 #: How often each error type is drawn (jumps and loops need a suitable place, so are tried more).
