@@ -56,7 +56,8 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+from machine import REPO, cpu_model, git_state, loadavg, log, mem_total, nproc, replace_section
+
 DATA = REPO.parent / "shared/data/morphologies/mouse_wholebrain_axons"
 PY = sys.executable
 BIN = Path(sys.executable).parent
@@ -65,10 +66,6 @@ TARGET_NODES_PER_S = 20_000
 CELL_UM = (128.0, 128.0, 64.0)      # window search grid (x, y, z), µm
 RENDER_BOX = 128                    # voxels per side of a render box
 CHUNKS = (64, 64, 64)
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def _key(d: dict) -> str:
@@ -517,47 +514,6 @@ def _short(file: str) -> str:
 
 
 # ============================================================================ 4. report
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def mem_total() -> str:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                return f"{int(line.split()[1]) / 2**20:.1f} GiB"
-    except OSError:
-        pass
-    return "unknown"
-
-
-def nproc() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def _loadavg() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
-def _git_state() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.split("\n")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (no git)"
-    changed = [line[3:] for line in dirty if line.strip()]
-    return f"commit {head or 'unknown'}" + (f" plus uncommitted changes in {', '.join(changed)}" if changed else " (src/ clean)")
-
-
 def _rel(p) -> str:
     """``p`` relative to the repository when it lies inside it (or beside it, like ../shared), else absolute."""
     for q in (Path(p).absolute(), Path(p).resolve()):     # unresolved first: .venv/bin/python is a symlink
@@ -646,7 +602,7 @@ def render_section(R: dict, args, command: str) -> str:
     w("### Machine")
     w("")
     w(f"- CPU: {cpu_model()}, `nproc` = {nproc()}; memory {mem_total()}; {platform.platform()}; Python {platform.python_version()}")
-    w(f"- neurorecon source: {_git_state()}")
+    w(f"- neurorecon source: {git_state()}")
     w(f"- Load average before / after the timed runs: {R['load_before']} / {R['load_after']}. "
       + (R["note"] + " " if R.get("note") else "")
       + "Anything else running on the 2 cores (a training job, a test run) slows these numbers down; "
@@ -741,21 +697,6 @@ def render_section(R: dict, args, command: str) -> str:
     return "\n".join(L)
 
 
-def update_markdown(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else ""
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    if start is None:
-        new = text.rstrip("\n") + ("\n\n" if text.strip() else "") + section.rstrip("\n") + "\n"
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if re.match(r"^#{1,2} ", lines[i])), len(lines))
-        tail = "\n".join(lines[end:])
-        new = "\n".join(lines[:start]) + ("\n" if start else "") + section.rstrip("\n") + "\n" + ("\n" + tail + "\n" if tail else "")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(new)
-    os.replace(tmp, path)
-
-
 # ============================================================================ main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -791,7 +732,7 @@ def main(argv=None) -> int:
     if args.prepare_only:
         return 0
     t0 = time.perf_counter()
-    R = dict(D, load_before=_loadavg(), note=args.note, model_desc=model_desc(args.model),
+    R = dict(D, load_before=loadavg(), note=args.note, model_desc=model_desc(args.model),
              prep=f"the trace and image were built in {prep_s:.0f} s" if prep_s > 20 else f"trace and image cached in `{_rel(args.work)}`")
     scores = Path(args.work) / "scores.csv"
     cmd = [str(BIN / "neurorecon"), "detect", str(D["swc"]), "--image", str(D["vol"]), "--out", str(scores), "--overwrite"]
@@ -823,12 +764,12 @@ def main(argv=None) -> int:
         for p in R["profile"]:
             log(f"  {p['tottime']:7.2f} s {p['share'] * 100:4.0f}% {p['cumtime']:7.2f} s cum  {p['calls']:>9,}  {p['func']}"
                 + (f"  <- {p['caller']}" if p["caller"] else ""))
-    R["load_after"] = _loadavg()
+    R["load_after"] = loadavg()
     R["elapsed"] = time.perf_counter() - t0
     command = shlex.join([_rel(PY), _rel(__file__), *(argv if argv is not None else sys.argv[1:])])
     section = render_section(R, args, command)
     if args.out:
-        update_markdown(args.out, section)
+        replace_section(args.out, SECTION, section)
         log(f"wrote the '{SECTION[3:]}' section of {args.out}")
     else:
         print(section)

@@ -35,7 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from machine import REPO, cpu_model, git_state, kept_sections, loadavg, log, mem_total
+
 DATA = REPO.parent / "shared/data/morphologies/mouse_wholebrain_axons"
 PY = sys.executable
 BIN = Path(sys.executable).parent
@@ -119,10 +120,6 @@ READABLE = {
 
 def _indent(code: str, n: int) -> str:
     return code.replace("\n", "\n" + " " * n)
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- timing helpers
@@ -223,42 +220,7 @@ def versions() -> dict[str, str]:
     return out
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def mem_total() -> str:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                return f"{int(line.split()[1]) / 2**20:.1f} GiB"
-    except OSError:
-        pass
-    return "unknown"
-
-
-# ----------------------------------------------------------------------------- main
 KEPT_SECTIONS = ("## AI error detection speed",)   # written by benchmarks/bench_detect.py
-
-
-def _kept_sections(path: Path) -> str:
-    """Sections other benchmarks own, carried over unchanged when this one rewrites the file."""
-    if not path.exists():
-        return ""
-    old = path.read_text()
-    out = []
-    for head in KEPT_SECTIONS:
-        i = old.find(head)
-        if i >= 0:
-            j = old.find("\n## ", i + len(head))
-            out.append("\n" + old[i:j if j >= 0 else len(old)].rstrip() + "\n")
-    return "".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -355,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     R["elapsed"] = time.perf_counter() - started
 
-    text = render(R, args, command, data) + _kept_sections(args.out)
+    text = render(R, args, command, data) + kept_sections(args.out, KEPT_SECTIONS)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     log(f"bench: wrote {args.out} ({R['elapsed']:.0f} s)")
@@ -420,8 +382,8 @@ def render(R: dict, args, command: str, data: Path) -> str:
     w(f"- OS: {platform.platform()}")
     w(f"- Python {platform.python_version()} ({platform.python_implementation()}), `{sys.executable}`")
     w("- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()))
-    w(f"- neurorecon source: {_git_state()}")
-    w(f"- Load average at the end of the run: {_loadavg()} (other work on the machine widens the ranges below)")
+    w(f"- neurorecon source: {git_state()}")
+    w(f"- Load average at the end of the run: {loadavg()} (other work on the machine widens the ranges below)")
     w("")
     w("## Data")
     w("")
@@ -443,7 +405,7 @@ def render(R: dict, args, command: str, data: Path) -> str:
     nr_chk2 = med(cp["neurorecon check -q --json -j 2"])
     nm_chk = med(cp["neurom check -o"])
     nr_ci, nm_ci = ci["neurorecon"]["median"], ci["NeuroM"]["median"]
-    syn_nr, syn_mo, syn_nv = med(sp["neurorecon"]), med(sp["MorphIO"]), med(sp["navis"])
+    syn_nr, syn_mo = med(sp["neurorecon"]), med(sp["MorphIO"])
 
     def faster(slow: float, fast: float) -> str:
         r = slow / fast
@@ -582,24 +544,6 @@ def render(R: dict, args, command: str, data: Path) -> str:
     w("- Medians are robust to one slow run but this is a shared machine: see the ranges; differences under ~10% are noise.")
     w("")
     return "\n".join(L) + "\n"
-
-
-def _git_state() -> str:
-    """Commit and whether src/ differs from it (read-only git commands)."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.split("\n")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (no git)"
-    changed = [line[3:] for line in dirty if line.strip()]
-    return f"commit {head or 'unknown'}" + (f" plus uncommitted changes in {', '.join(changed)}" if changed else " (src/ clean)")
-
-
-def _loadavg() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "unknown"
 
 
 def _rel(p: Path) -> str:

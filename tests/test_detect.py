@@ -211,3 +211,24 @@ def test_train_tiny_configuration(tmp_path):
     det = load_detector(tmp_path / "m")
     assert det.names == rep.detector.names
     assert "all" in det.meta["heldout"]
+
+
+def test_prune_proposals_take_whole_flagged_stretches_only():
+    """A flagged terminal stretch is pruned from its first node; a flagged run with unflagged nodes
+    below it, or one that is not sure enough, is not."""
+    from neurorecon.detect.correct import propose
+
+    # 0-1-2-3-4 main line; 5-6-7 a branch off node 2 (flagged spur); 8-9 off node 3, 8 flagged but 9 not.
+    parent_rows = np.array([-1, 0, 1, 2, 3, 2, 5, 6, 3, 8])
+    n = len(parent_rows)
+    neuron = Neuron.from_arrays(np.arange(1, n + 1), np.full(n, 2), np.random.default_rng(0).random((n, 3)),
+                                np.ones(n), np.where(parent_rows >= 0, parent_rows + 1, -1))
+    flagged = np.zeros(n, bool)
+    flagged[[5, 6, 7, 8]] = True
+    p = np.where(flagged, 0.9, 0.1)
+    reason = np.where(flagged, "spur", "").astype(object)
+    fixes = propose(neuron, p, flagged, reason, np.zeros((n, 3)), np.zeros(n), lambda a, b: np.zeros(len(a)))
+    assert [fixes[r].params["node_id"] if fixes[r] else None for r in (5, 6, 7, 8)] == [6, 6, 6, None]
+    p[5] = 0.6                                          # the stretch head is not sure enough
+    fixes = propose(neuron, p, flagged, reason, np.zeros((n, 3)), np.zeros(n), lambda a, b: np.zeros(len(a)))
+    assert all(f is None for f in fixes)

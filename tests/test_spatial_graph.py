@@ -50,3 +50,44 @@ def test_ancestor_sums_and_cycles_match_a_walk():
         if reaches:
             assert root[k] == node and total[k] == pytest.approx(acc)
     assert set(graph.cycle_members(parent).tolist()) == {50, 51, 52, 70}
+
+
+def _walk_subtree(parent, row):
+    kids = {}
+    for c, p in enumerate(parent):
+        kids.setdefault(int(p), []).append(c)
+    out, todo = [], [row]
+    while todo:
+        x = todo.pop()
+        out.append(x)
+        todo.extend(kids.get(x, []))
+    return sorted(out)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_subtree_helpers_match_a_walk(seed):
+    rng = np.random.default_rng(seed)
+    n = 300
+    parent = np.array([-1] + [int(rng.integers(0, k)) for k in range(1, n)])
+    parent[120] = -1  # a second tree
+    w = rng.random(n)
+    sums = graph.subtree_sums(parent, w)
+    for row in (0, 7, 120, 299):
+        below = _walk_subtree(parent, row)
+        assert np.flatnonzero(graph.subtree_mask(parent, row)).tolist() == below
+        assert sums[row] == pytest.approx(w[below].sum())
+    rows = np.sort(rng.choice(n, 150, replace=False))
+    sub = graph.induced_parents(parent, rows)
+    for k, r in enumerate(rows):
+        assert sub[k] == (np.flatnonzero(rows == parent[r])[0] if parent[r] in rows else -1)
+
+
+def test_points_along_covers_each_segment_evenly():
+    from neurorecon.morphology.spatial import points_along
+
+    a = np.array([[0.0, 0, 0], [5.0, 5, 5]])
+    b = np.array([[3.0, 0, 0], [5.0, 5, 5]])           # a 3 µm segment and a zero-length one
+    pts, seg, share = points_along(a, b, 1.0)
+    assert seg.tolist() == [0, 0, 0, 1]
+    assert np.allclose(pts[:3, 0], [0.5, 1.5, 2.5]) and np.allclose(pts[3], [5, 5, 5])
+    assert np.allclose(share, [1, 1, 1, 0])

@@ -256,37 +256,33 @@ def synth(
     split: str = typer.Option("heldout", "--split", help="train (training neurons, random imaging) or heldout (held-out neurons and settings)."),
     fmt: str = typer.Option("tif", "--format", help="Image format: tif or zarr (OME-Zarr)."),
     size: Tuple[float, float, float] = typer.Option((80.0, 80.0, 48.0), "--size", metavar="X Y Z", help="Crop size in µm."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace crops already in --out."),
 ) -> None:
     """Generate benchmark crops: fMOST-like images with manual-like traces and per-node error labels."""
-    from .detect.dataset import HELDOUT_IMAGING, HELDOUT_SOURCES, TRAIN_SOURCES, load_sources, train_imaging
-    from .detect.synth import make_sample, write_sample
+    from .detect.dataset import HELDOUT_SOURCES, TRAIN_SOURCES, draw_sample, load_sources
+    from .detect.synth import write_sample
 
     if split not in ("train", "heldout"):
         _fail("--split is train or heldout")
     if fmt not in ("tif", "zarr"):
         _fail("--format is tif or zarr")
-    if len(size) != 3 or min(size) < 16:
+    if min(size) < 16:
         _fail("--size takes three numbers of at least 16 µm")
-    import numpy as np
-
+    if not overwrite and out.is_dir() and any(out.glob("crop_*")):
+        _fail(f"{out} already holds crops; pass --overwrite to replace them")
     golds = load_sources(TRAIN_SOURCES if split == "train" else HELDOUT_SOURCES)
     if not golds:
         _fail("no source neurons found (../shared/data/morphologies, or set NEURORECON_DATA)", 1)
-    written = 0
-    for i in range(n * 20):
-        if written == n:
-            break
-        rng = np.random.default_rng([seed, i])
-        g = int(rng.integers(len(golds)))
-        imaging = HELDOUT_IMAGING[written % len(HELDOUT_IMAGING)] if split == "heldout" else train_imaging(rng)
-        sample = make_sample(golds[g], [x for k, x in enumerate(golds) if k != g] or golds, imaging, rng, size_um=tuple(size))
-        if sample is None:
+    for i in range(n):
+        drawn = draw_sample(golds, i, seed, split == "heldout", tuple(size))
+        if drawn is None:
+            typer.echo(f"crop {i}: no crop with enough of a neuron in 20 draws; skipped", err=True)
             continue
-        name = f"crop_{written:04d}"
+        sample, _ = drawn
+        name = f"crop_{i:04d}"
         write_sample(sample, out, name, fmt)
         typer.echo(f"{out / name}: {len(sample.trace)} nodes, {int(sample.label.sum())} error nodes "
-                   f"({', '.join(sample.info['errors']) or 'none'}), {imaging.name}, voxel {imaging.voxel_size}")
-        written += 1
+                   f"({', '.join(sample.info['errors']) or 'none'}), {sample.imaging.name}, voxel {sample.imaging.voxel_size}")
 
 
 @app.command()

@@ -50,19 +50,18 @@ class Detection:
                              self.fixes[r]) for r in rows.tolist()]
 
     def to_csv(self) -> str:
-        import csv
-        import io
-
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["node_id", "p_error", "flag", "reason", "x", "y", "z", "fix"])
+        """SCORES.csv text, built column by column (no per-node Python formatting)."""
+        fix = np.full(len(self.neuron), "", dtype=object)
+        for r in np.flatnonzero([f is not None for f in self.fixes]):
+            text = json.dumps(self.fixes[r].to_dict(), separators=(",", ":"))
+            fix[r] = '"' + text.replace('"', '""') + '"'     # CSV quoting: the JSON holds commas
         xyz = self.neuron.xyz
-        for r in range(len(self.neuron)):
-            fx = self.fixes[r]
-            w.writerow([int(self.neuron.ids[r]), f"{self.p_error[r]:.5f}", int(self.flagged[r]), self.reason[r],
-                        f"{xyz[r, 0]:.4f}", f"{xyz[r, 1]:.4f}", f"{xyz[r, 2]:.4f}",
-                        json.dumps(fx.to_dict(), separators=(",", ":")) if fx else ""])
-        return buf.getvalue()
+        cols = [self.neuron.ids.astype(str), np.char.mod("%.5f", self.p_error), self.flagged.astype(int).astype(str),
+                self.reason.astype(str), *(np.char.mod("%.4f", xyz[:, k]) for k in range(3)), fix.astype(str)]
+        line = cols[0]
+        for c in cols[1:]:
+            line = np.char.add(np.char.add(line, ","), c)
+        return "node_id,p_error,flag,reason,x,y,z,fix\n" + "".join(np.char.add(line, "\n").tolist())
 
     def write_csv(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         from ..io.atomic import atomic_write_text
@@ -95,16 +94,14 @@ def detect(neuron: Neuron, volume, *, detector=None, threshold: float = THRESHOL
     p, reason = detector.predict(ft.X, ft.names)
     flagged = p >= threshold
     reason = np.where(flagged, reason, "").astype(object)
-    col = {k: i for i, k in enumerate(ft.names)}
-    ridge = ft.X[:, col["i_max7"]]
-    snap = ft.raw.ridge.astype(float)
-    bg = ft.raw.background.astype(float)
-    contrast = ft.contrast
+    bg = float(np.nanmedian(ft.raw.background)) if np.isfinite(ft.raw.background).any() else 0.0
+    contrast = float(np.median(ft.contrast)) if len(ft.contrast) else 1.0
 
     def sample_line(a, b):
-        return _line_min(volume, a, b, np.nanmedian(bg), float(np.median(contrast)))
+        return _line_min(volume, a, b, bg, contrast)
 
-    fixes = propose(neuron, flagged, reason, snap, ridge, sample_line, p)
+    ridge_height = ft.X[:, ft.names.index("i_max7")]
+    fixes = propose(neuron, p, flagged, reason, ft.raw.ridge.astype(float), ridge_height, sample_line)
     return Detection(neuron, p, reason, fixes, ft, threshold)
 
 

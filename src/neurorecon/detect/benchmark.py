@@ -62,10 +62,7 @@ def score_sample(sample, detector, stats: CorrectionStats):
         if fx is None:
             continue
         if fx.action == "prune":
-            head = int(np.flatnonzero(ids == fx.params["node_id"])[0])
-            marked = np.zeros(len(ids), bool)
-            marked[head] = True
-            pruned |= graph.nearest_marked_ancestor(sample.trace.parent, marked) == head
+            pruned |= graph.subtree_mask(sample.trace.parent, int(np.flatnonzero(ids == fx.params["node_id"])[0]))
     stats.collateral += int((pruned & (sample.label == 0)).sum())
     for r in range(len(ids)):
         fx = res.fixes[r]
@@ -101,28 +98,24 @@ def run_heldout(n_crops: int, seed: int, detector, *, progress=None, size=(80.0,
     correction stats, node count, seconds spent in detect)."""
     import time
 
-    from .dataset import HELDOUT_IMAGING, HELDOUT_SOURCES, load_sources
-    from .synth import make_sample
+    from .dataset import HELDOUT_SOURCES, draw_sample, load_sources
 
     golds = load_sources(HELDOUT_SOURCES)
     stats = CorrectionStats()
     ys, ps, ns, settings = [], [], [], []
     spent = 0.0
     for i in range(n_crops):
-        rng = np.random.default_rng([seed, i])
-        for _ in range(20):
-            g = int(rng.integers(len(golds)))
-            imaging = HELDOUT_IMAGING[i % len(HELDOUT_IMAGING)]
-            s = make_sample(golds[g], [x for k, x in enumerate(golds) if k != g], imaging, rng, size_um=size)
-            if s is not None:
-                break
+        drawn = draw_sample(golds, i, seed, True, size)
+        if drawn is None:
+            continue
+        s, _ = drawn
         t = time.perf_counter()
         res = score_sample(s, detector, stats)
         spent += time.perf_counter() - t
         ys.append(s.label)
         ps.append(res.p_error)
         ns.append(s.error_names())
-        settings.append(np.full(len(s.label), imaging.name, dtype=object))
+        settings.append(np.full(len(s.label), s.imaging.name, dtype=object))
         if progress:
             progress(1)
     y, p, names, st = (np.concatenate(v) for v in (ys, ps, ns, settings))

@@ -28,57 +28,47 @@ PRUNE_MIN_P = 0.8       # cutting is the least reversible proposal: ask for more
 PRUNE_MAX_NODES = 20
 
 
-def propose(neuron: Neuron, flagged: np.ndarray, reason: np.ndarray, snap: np.ndarray, ridge: np.ndarray,
-            sample_line, p: np.ndarray | None = None) -> list[Fix | None]:
-    """One proposal (or None) per node; ``snap`` is the ridge offset (µm), ``ridge`` its normalised
-    height, ``sample_line(a, b)`` the normalised minimum intensity along straight segments a->b."""
-    n = len(neuron)
-    out: list[Fix | None] = [None] * n
+def propose(neuron: Neuron, p: np.ndarray, flagged: np.ndarray, reason: np.ndarray, ridge_offset: np.ndarray,
+            ridge_height: np.ndarray, sample_line) -> list[Fix | None]:
+    """One proposal (or None) per node.
+
+    ``ridge_offset`` (N, 3) µm goes from each node to the fibre ridge across it, ``ridge_height`` is
+    that ridge's normalised brightness, ``sample_line(a, b)`` the normalised minimum intensity along
+    straight segments a -> b."""
+    out: list[Fix | None] = [None] * len(neuron)
     parent = neuron.parent
     ids = neuron.ids
     rows = np.flatnonzero(flagged)
-    for kind in ("off_signal_z", "off_signal_xy"):
-        m = rows[(reason[rows] == kind) & (ridge[rows] >= RIDGE_MIN)]
-        new = neuron.xyz[m] + snap[m]
-        for r, pos in zip(m.tolist(), new.round(4).tolist()):
-            out[r] = Fix("move", {"node_id": int(ids[r]), "xyz": pos})
-    prune_rows = rows[np.isin(reason[rows], PRUNE_REASONS)]
-    if len(prune_rows):
-        sure = flagged if p is None else flagged & (p >= PRUNE_MIN_P)
-        for r, top in _prune_tops(parent, sure, prune_rows[sure[prune_rows]]).items():
-            out[r] = Fix("prune", {"node_id": int(ids[top])})
+    moves = rows[np.isin(reason[rows], ("off_signal_z", "off_signal_xy")) & (ridge_height[rows] >= RIDGE_MIN)]
+    for r, pos in zip(moves.tolist(), (neuron.xyz[moves] + ridge_offset[moves]).round(4).tolist()):
+        out[r] = Fix("move", {"node_id": int(ids[r]), "xyz": pos})
+    sure = flagged & (p >= PRUNE_MIN_P)
+    prune_rows = rows[np.isin(reason[rows], PRUNE_REASONS) & sure[rows]]
+    for r, head in zip(prune_rows.tolist(), _prune_heads(parent, flagged, prune_rows).tolist()):
+        if head >= 0 and sure[head]:
+            out[r] = Fix("prune", {"node_id": int(ids[head])})
     wt = rows[reason[rows] == "wrong_type"]
-    if len(wt):
-        anchor = graph.nearest_marked_ancestor(parent, ~flagged)
-        for r in wt.tolist():
-            a = anchor[r]
-            src = a if not flagged[a] else -1
-            if src >= 0 and neuron.types[src] != neuron.types[r]:
-                out[r] = Fix("relabel", {"node_ids": [int(ids[r])], "type": int(neuron.types[src])})
+    anchor = graph.nearest_marked_ancestor(parent, ~flagged)[wt]   # the first unflagged node above
+    ok = ~flagged[anchor] & (neuron.types[anchor] != neuron.types[wt])
+    for r, a in zip(wt[ok].tolist(), anchor[ok].tolist()):
+        out[r] = Fix("relabel", {"node_ids": [int(ids[r])], "type": int(neuron.types[a])})
     gaps = rows[(reason[rows] == "gap") & (parent[rows] < 0)]
     for r, target in _bridges(neuron, gaps, sample_line).items():
         out[r] = Fix("bridge", {"node_id": int(ids[r]), "parent_id": int(ids[target])})
     return out
 
 
-def _prune_tops(parent: np.ndarray, flagged: np.ndarray, rows: np.ndarray) -> dict:
-    """For each row, the first flagged node of its flagged stretch, if nothing below it is unflagged."""
-    # A flagged node with an unflagged node below it (within 64 hops) must not be pruned.
-    unflagged = np.flatnonzero(~flagged & (parent >= 0))
-    above = graph.ancestors(parent, unflagged, 64)[:, 1:].ravel()
-    above = above[above >= 0]
-    has_unflagged_below = np.zeros(len(parent), bool)
-    has_unflagged_below[above[flagged[above]]] = True
-    out = {}
-    for r, chain in zip(rows.tolist(), graph.ancestors(parent, rows, 64)):
-        chain = chain[chain >= 0]
-        k = np.flatnonzero(~flagged[chain])
-        if len(k) == 0:
-            continue          # the whole piece up to its root is flagged: not a stretch to cut off
-        head = int(chain[k[0] - 1])
-        if not has_unflagged_below[head] and k[0] <= PRUNE_MAX_NODES:
-            out[r] = head
-    return out
+def _prune_heads(parent: np.ndarray, flagged: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """For each row, the first node of its flagged stretch (whose parent is unflagged), or -1 when
+    that stretch has an unflagged node below it, reaches the root, or is over PRUNE_MAX_NODES long."""
+    has_p = parent >= 0
+    starts = flagged & has_p
+    starts[has_p] &= ~flagged[parent[has_p]]
+    head = graph.nearest_marked_ancestor(parent, starts | ~flagged)[rows]
+    _, depth, _ = graph.ancestor_sums(parent)
+    unflagged_below = graph.subtree_sums(parent, ~flagged)
+    ok = starts[head] & (unflagged_below[head] == 0) & (depth[rows] - depth[head] < PRUNE_MAX_NODES)
+    return np.where(ok, head, -1)
 
 
 def _bridges(neuron: Neuron, roots: np.ndarray, sample_line) -> dict:

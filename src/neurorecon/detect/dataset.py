@@ -95,12 +95,11 @@ class Split:
     names: tuple
 
 
-def _one(args):
-    from .features import compute_features
+def draw_sample(golds: list, i: int, seed: int, heldout: bool, size=(80.0, 80.0, 48.0)):
+    """Crop number ``i`` of a split: a deterministic (seed, i) draw of gold neuron, imaging and crop.
+    Returns ``(sample, gold index)``; None if 20 draws found no crop with enough of a neuron."""
     from .synth import make_sample
-    from ..io.volume import open_volume
 
-    golds, i, seed, heldout, size = args
     rng = np.random.default_rng([seed, i])
     for _ in range(20):
         g = int(rng.integers(len(golds)))
@@ -111,9 +110,20 @@ def _one(args):
             gold = gold.with_changes(radius=gold.radius * rng.uniform(0.4, 3.0))
         s = make_sample(gold, others, imaging, rng, size_um=size)
         if s is not None:
-            ft = compute_features(s.trace, open_volume(s.image, voxel_size=imaging.voxel_size))
-            return ft.X, s.label, s.etype, imaging.name, g, ft.names
+            return s, g
     return None
+
+
+def _features_of(args):
+    from ..io.volume import open_volume
+    from .features import compute_features
+
+    drawn = draw_sample(_GOLDS, *args)
+    if drawn is None:
+        return None
+    s, g = drawn
+    ft = compute_features(s.trace, open_volume(s.image, voxel_size=s.imaging.voxel_size))
+    return ft.X, s.label, s.etype, s.imaging.name, g, ft.names
 
 
 _GOLDS: list = []
@@ -124,33 +134,28 @@ def _init(golds):
     _GOLDS = golds
 
 
-def _one_shared(args):
-    return _one((_GOLDS,) + args)
-
-
 def build_split(golds: list, n_crops: int, seed: int, heldout: bool, *, jobs: int = 2,
                 size: tuple = (80.0, 80.0, 48.0), progress=None) -> Split:
     """Generate ``n_crops`` samples and their features (in ``jobs`` processes, deterministic)."""
-    tasks = [(i, seed, heldout, size) for i in range(n_crops)]
-    if jobs > 1:
-        import multiprocessing as mp
+    import contextlib
+    import multiprocessing as mp
 
-        with mp.get_context("fork").Pool(jobs, initializer=_init, initargs=(golds,)) as pool:
-            results = []
-            for r in pool.imap(_one_shared, tasks, chunksize=4):
-                results.append(r)
-                if progress:
-                    progress(1)
-    else:
-        _init(golds)
+    tasks = [(i, seed, heldout, size) for i in range(n_crops)]
+    with contextlib.ExitStack() as stack:
+        if jobs > 1:
+            pool = stack.enter_context(mp.get_context("fork").Pool(jobs, initializer=_init, initargs=(golds,)))
+            results_iter = pool.imap(_features_of, tasks, chunksize=4)
+        else:
+            _init(golds)
+            results_iter = map(_features_of, tasks)
         results = []
-        for t in tasks:
-            results.append(_one_shared(t))
+        for r in results_iter:
+            results.append(r)
             if progress:
                 progress(1)
     results = [(k, r) for k, r in enumerate(results) if r is not None]
-    X = np.concatenate([r[0] for _, r in results])
-    return Split(X, np.concatenate([r[1] for _, r in results]).astype(np.int8),
+    return Split(np.concatenate([r[0] for _, r in results]),
+                 np.concatenate([r[1] for _, r in results]).astype(np.int8),
                  np.concatenate([r[2] for _, r in results]).astype(np.int8),
                  np.concatenate([np.full(len(r[1]), r[3], dtype=object) for _, r in results]),
                  np.concatenate([np.full(len(r[1]), r[4]) for _, r in results]),

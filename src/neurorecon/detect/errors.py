@@ -28,9 +28,11 @@ Everything draws from the given ``numpy.random.Generator``, so a seed fixes the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
+from ..morphology.graph import subtree_mask, within_hops
 from .render import Fibres
 
 ERROR_TYPES = ("off_signal_z", "off_signal_xy", "jump", "gap", "loop", "wrong_type", "spur", "early_stop",
@@ -76,14 +78,7 @@ class Trace:
 
     # ---------------------------------------------------------------- structure helpers
     def children(self, r: int) -> np.ndarray:
-        key = (len(self.parent), int(self.alive.sum()))
-        if getattr(self, "_csr_key", None) != key:   # structure changed since the last lookup
-            from ..morphology.graph import children_csr
-
-            self._csr = children_csr(np.where(self.alive, self.parent, -1))
-            self._csr_key = key
-        off, rows = self._csr
-        return rows[off[r]:off[r + 1]]
+        return np.flatnonzero((self.parent == r) & self.alive)
 
     def n_children(self) -> np.ndarray:
         p = self.parent[self.alive & (self.parent >= 0)]
@@ -169,28 +164,6 @@ def _polyline_at(points: np.ndarray, spacing: float, length: float) -> np.ndarra
     return np.stack([np.interp(want, s, points[:, k]) for k in range(3)], axis=1)
 
 
-_TREES: dict = {}
-
-
-def _kdtree(pts: np.ndarray):
-    """One KD-tree per point set (the scene's fibres are queried by every injector)."""
-    from scipy.spatial import cKDTree
-
-    key = id(pts)
-    if key not in _TREES or _TREES[key][0] is not pts:
-        _TREES.clear()
-        _TREES[key] = (pts, cKDTree(pts))
-    return _TREES[key][1]
-
-
-def _clear_of(points: np.ndarray, fibre_pts: np.ndarray, r: float) -> bool:
-    """True if no point is within ``r`` µm of the drawn fibres (sampled as points)."""
-    if len(fibre_pts) == 0:
-        return True
-    d, _ = _kdtree(fibre_pts).query(points, k=1, distance_upper_bound=r)
-    return bool(np.all(~np.isfinite(d)))
-
-
 @dataclass
 class Scene:
     """What injectors may consult: the trace, the drawn fibres (as dense points), the crop box,
@@ -211,6 +184,30 @@ class Scene:
     def candidates(self, mask: np.ndarray) -> np.ndarray:
         rows = np.flatnonzero(mask & self.trace.alive & (self.trace.label == 0))
         return self.rng.permutation(rows)
+
+    @cached_property
+    def _fibre_tree(self):
+        from scipy.spatial import cKDTree
+
+        return cKDTree(self.fibre_points)
+
+    @cached_property
+    def _gold_tree(self):
+        from scipy.spatial import cKDTree
+
+        return cKDTree(self.gold_points)
+
+    def clear_of_fibres(self, points: np.ndarray, r: float) -> bool:
+        """True if no point is within ``r`` µm of any drawn fibre."""
+        if len(self.fibre_points) == 0:
+            return True
+        d, _ = self._fibre_tree.query(points, k=1, distance_upper_bound=r)
+        return bool(np.all(~np.isfinite(d)))
+
+    def gold_distance(self, points: np.ndarray) -> np.ndarray:
+        if len(self.gold_points) == 0:
+            return np.full(len(points), np.inf)
+        return self._gold_tree.query(points, k=1)[0]
 
 
 # --------------------------------------------------------------------------------- injectors
@@ -259,7 +256,7 @@ def _shift_run(scene: Scene, run: np.ndarray, shift: np.ndarray, name: str) -> b
     """Move a run off its fibre, if it stays in the box and clear of every drawn fibre."""
     t = scene.trace
     moved = t.xyz[run] + shift
-    if not scene.inside(moved, 1.0) or not _clear_of(moved, scene.fibre_points, 2.0):
+    if not scene.inside(moved, 1.0) or not scene.clear_of_fibres(moved, 2.0):
         return False
     t.xyz[run] = moved
     _label_displaced(t, run, ERROR_CODE[name])
@@ -307,20 +304,14 @@ def jump(scene: Scene) -> bool:
     if len(path) < 3 or not scene.inside(path):
         return False
     path = path + rng.normal(0, [0.25, 0.25, 0.4], path.shape)
-    if not _clear_of(path[-2:], scene.fibre_points, 2.5):
+    if not scene.clear_of_fibres(path[-2:], 2.5):
         return False
     t.alive[down] = False
     rows = t.add_chain(a, path, ERROR_CODE["jump"], labels=np.zeros(len(path)))
-    off = _distance_to_points(path, scene.gold_points) > 2.0
+    off = scene.gold_distance(path) > 2.0
     t.mark(rows[off], ERROR_CODE["jump"])
     t.extra_fibres.append(Fibres.from_tree(piece, np.arange(-1, len(piece) - 1), np.full(len(piece), 0.5)))
     return bool(off.any())
-
-
-def _distance_to_points(pts: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    if len(ref) == 0:
-        return np.full(len(pts), np.inf)
-    return _kdtree(ref).query(pts, k=1)[0]
 
 
 def gap(scene: Scene) -> bool:
@@ -354,7 +345,7 @@ def loop(scene: Scene) -> bool:
         near, d = near[d >= 2.0], d[d >= 2.0]
         if len(near) == 0:
             continue
-        ok = ~_within_hops(t.parent, np.full(len(near), u), near, 15)
+        ok = ~within_hops(t.parent, np.full(len(near), u), near, 15)
         if not ok.any():
             continue
         k = int(rng.choice(np.flatnonzero(ok)))
@@ -367,12 +358,6 @@ def loop(scene: Scene) -> bool:
         t.protected.update((int(u), v))
         return True
     return False
-
-
-def _within_hops(parent: np.ndarray, a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
-    from ..morphology.graph import within_hops
-
-    return within_hops(parent, a, b, k)
 
 
 def wrong_type(scene: Scene) -> bool:
@@ -397,14 +382,9 @@ def wrong_type(scene: Scene) -> bool:
 
 
 def _subtree(t: Trace, r: int) -> np.ndarray:
-    out, frontier = [r], [r]
-    while frontier:
-        nxt = np.flatnonzero(np.isin(t.parent, frontier) & t.alive)
-        frontier = nxt.tolist()
-        out.extend(frontier)
-        if len(out) > 200:
-            break
-    return np.array(out)
+    """Row ``r`` and the live rows below it (``r`` first)."""
+    below = np.flatnonzero(subtree_mask(np.where(t.alive, t.parent, -1), r) & t.alive)
+    return np.concatenate([[r], below[below != r]])
 
 
 def spur(scene: Scene) -> bool:
@@ -418,7 +398,7 @@ def spur(scene: Scene) -> bool:
         n = max(3, int(round(length / scene.spacing)))
         s = np.arange(1, n + 1) * (length / n)
         pts = t.xyz[r] + s[:, None] * d + (s ** 2 / length)[:, None] * bend
-        if scene.inside(pts) and _clear_of(pts[1:], scene.fibre_points, 2.5) and t.clean([int(r)]):
+        if scene.inside(pts) and scene.clear_of_fibres(pts[1:], 2.5) and t.clean([int(r)]):
             t.add_chain(int(r), pts + rng.normal(0, 0.2, pts.shape), ERROR_CODE["spur"])
             return True
     return False
@@ -454,7 +434,7 @@ def overextension(scene: Scene) -> bool:
         s = np.arange(1, n + 1) * (length / n)
         d2 = _unit(d + 0.3 * _perpendicular(d, rng))
         pts = t.xyz[r] + s[:, None] * d2
-        if _clear_of(pts[1:], scene.fibre_points, 2.0) and scene.inside(pts, 1.0):
+        if scene.clear_of_fibres(pts[1:], 2.0) and scene.inside(pts, 1.0):
             t.add_chain(r, pts + rng.normal(0, 0.2, pts.shape), ERROR_CODE["overextension"])
             return True
     return False

@@ -93,7 +93,7 @@ def _morphology(neuron: Neuron, parent, fc, spacing, volume) -> dict:
     vs = np.asarray(volume.voxel_size, float)
     extent = (np.asarray(volume.shape[::-1]) - 1) * vs
     to_edge = np.minimum(xyz, extent - xyz)
-    near_other, near_far = _proximity(xyz, parent, root, spacing)
+    near_other, near_far = _proximity(xyz, parent, root)
     return {
         "n_children": nc, "is_tip": (nc == 0) & has_p, "is_root": ~has_p,
         "edge_len": len_par / spacing, "child_edge_len": len_ch / spacing,
@@ -106,11 +106,12 @@ def _morphology(neuron: Neuron, parent, fc, spacing, volume) -> dict:
     }
 
 
-def _proximity(xyz, parent, root, spacing):
+def _proximity(xyz, parent, root):
     """Distance to the nearest node of another connected piece, and to the nearest node more than
     6 hops away on the same piece (loops, double tracing), capped at 25 µm."""
     cap = 25.0
-    i, j, d = close_pairs(xyz, cap)
+    # One piece: only the same-piece search (10 µm) is needed; pairs out to 25 µm cost far more.
+    i, j, d = close_pairs(xyz, cap if len(np.unique(root)) > 1 else 10.0)
     other = np.full(len(xyz), cap)
     far = np.full(len(xyz), cap)
     if len(i):
@@ -137,11 +138,10 @@ def _types(neuron: Neuron, parent) -> dict:
     child_differs[parent[c[t[c] != t[parent[c]]]]] = True
     # Where this node's run of equal type began, and whether that was a root/soma.
     run_start = graph.nearest_marked_ancestor(parent, differs_parent)
-    _, depth, _ = graph.ancestor_sums(parent)
+    root, depth, _ = graph.ancestor_sums(parent)
     hops_to_change = np.minimum(depth - depth[run_start], 30)
     changed_from = np.where(parent[run_start] >= 0, t[np.maximum(parent[run_start], 0)], -1)
     starts_at_soma = (parent[run_start] < 0) | (changed_from == 1)
-    root, _, _ = graph.ancestor_sums(parent)
     key = root * 16 + np.clip(t, 0, 15)
     same_type = np.bincount(key, minlength=16 * n)[key] / np.bincount(root, minlength=n)[root]
     out = {f"type_{k}": t == k for k in (1, 2, 3, 4)}

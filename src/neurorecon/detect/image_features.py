@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..morphology.spatial import points_along
+
 WORK_UM = 0.9          # target working voxel size
 SMOOTH_UM = 0.6        # smoothing sigma on the working grid
 DISK_R = 7             # cross-section disk radius, µm (1 µm steps)
@@ -85,8 +87,8 @@ def frames(xyz: np.ndarray, parent: np.ndarray, first_child: np.ndarray):
     u = _unit(u)
     w = np.cross(t, u)
     w *= np.where(w[:, 2:3] < 0, -1.0, 1.0)    # w points up in z, so its sign means the same everywhere
-    incoming = np.where(has_p[:, None], xyz - prev, prev - nxt)
-    ahead = _unit(np.where(has_p[:, None], incoming, xyz - nxt), fallback=t)
+    # Ahead: along the edge arriving at the node (from the first child for a root).
+    ahead = _unit(np.where(has_p[:, None], xyz - prev, xyz - nxt), fallback=t)
     return t, u, w, ahead
 
 
@@ -118,9 +120,13 @@ class _Block:
         span = hi_vox - lo_vox
         span = np.maximum(self.bin, (span // self.bin) * self.bin)
         hi_vox = lo_vox + span
-        raw = volume.read(tuple(lo_vox), tuple(hi_vox)).astype(np.float32)
+        raw = volume.read(tuple(lo_vox), tuple(hi_vox))
         shape = tuple(span // self.bin)
-        binned = raw.reshape(shape[0], self.bin[0], shape[1], self.bin[1], shape[2], self.bin[2]).mean(axis=(1, 3, 5))
+        if (self.bin == 1).all():
+            binned = raw.astype(np.float32)
+        else:
+            binned = raw.reshape(shape[0], self.bin[0], shape[1], self.bin[1], shape[2], self.bin[2]).mean(
+                axis=(1, 3, 5), dtype=np.float32)
         self.vox = vs[::-1] * self.bin                                        # working voxel (z, y, x) µm
         self.lo = lo_vox
         img = gaussian_filter(binned, SMOOTH_UM / self.vox, truncate=2.5, mode="nearest")
@@ -158,20 +164,29 @@ def _inside_mask(lo, hi, vol_shape, bin_, shape):
     return axes[0][:, None, None] & axes[1][None, :, None] & axes[2][None, None, :]
 
 
-def _block_keys(xyz: np.ndarray, block_um: float) -> tuple[np.ndarray, np.ndarray]:
-    key = np.floor(xyz / block_um).astype(np.int64)
-    _, inverse = np.unique(key, axis=0, return_inverse=True)
-    return inverse.reshape(-1), key
+def _block_numbers(xyz: np.ndarray, block_um: float) -> np.ndarray:
+    """Which ``block_um`` cube each node falls in, numbered 0, 1, ..."""
+    _, inverse = np.unique(np.floor(xyz / block_um).astype(np.int64), axis=0, return_inverse=True)
+    return inverse.reshape(-1)
 
 
 def edge_points(xyz: np.ndarray, parent: np.ndarray, step: float = 0.5) -> np.ndarray:
-    """Points every ``step`` µm along all trace edges (and the nodes themselves)."""
+    """Points at most ``step`` µm apart along all trace edges, and the nodes themselves."""
     child = np.flatnonzero(parent >= 0)
-    a, b = xyz[child], xyz[parent[child]]
-    n = np.maximum(1, np.ceil(np.linalg.norm(b - a, axis=1) / step).astype(int))
-    seg = np.repeat(np.arange(len(child)), n)
-    t = (np.arange(len(seg)) - (np.cumsum(n) - n)[seg]) / n[seg]
-    return np.vstack([xyz, a[seg] + t[:, None] * (b - a)[seg]])
+    return np.vstack([xyz, points_along(xyz[child], xyz[parent[child]], step)[0]])
+
+
+class _PointsByX:
+    """Points sorted by x once, so that each block finds its points without scanning them all."""
+
+    def __init__(self, pts: np.ndarray):
+        self.order = np.argsort(pts[:, 0], kind="stable")
+        self.pts = pts[self.order]
+
+    def in_box(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        x = self.pts[:, 0]
+        cand = self.pts[np.searchsorted(x, lo[0], "left"):np.searchsorted(x, hi[0], "right")]
+        return cand[np.all((cand >= lo) & (cand <= hi), axis=1)]
 
 
 def measure(xyz: np.ndarray, parent: np.ndarray, first_child: np.ndarray, volume, *, block_um: float = 96.0,
@@ -180,11 +195,9 @@ def measure(xyz: np.ndarray, parent: np.ndarray, first_child: np.ndarray, volume
     vs = np.asarray(volume.voxel_size, float)
     n = len(xyz)
     t, u, w, ahead = frames(xyz, parent, first_child)
-    block, _ = _block_keys(xyz, block_um)
+    block = _block_numbers(xyz, block_um)
     out = _empty(n, block)
-    tpts = edge_points(xyz, parent)
-    tblock, _ = _block_keys(tpts, block_um)   # not used for grouping; coverage uses a box test
-    del tblock
+    traced = _PointsByX(edge_points(xyz, parent))
     order = np.argsort(block, kind="stable")
     bounds = np.flatnonzero(np.diff(np.concatenate([[-1], block[order], [block.max() + 1 if n else 0]])))
     for bi in range(len(bounds) - 1):
@@ -193,8 +206,7 @@ def measure(xyz: np.ndarray, parent: np.ndarray, first_child: np.ndarray, volume
         hi_um = xyz[rows].max(0) + HALO_UM
         lo_vox = np.floor(lo_um[::-1] / vs[::-1]).astype(np.int64)
         hi_vox = np.ceil(hi_um[::-1] / vs[::-1]).astype(np.int64) + 1
-        near = np.all((tpts >= lo_um - 3) & (tpts <= hi_um + 3), axis=1)
-        blk = _Block(volume, lo_vox, hi_vox, vs, tpts[near])
+        blk = _Block(volume, lo_vox, hi_vox, vs, traced.in_box(lo_um - 3, hi_um + 3))
         _measure_rows(blk, rows, xyz, parent, t, u, w, ahead, out)
         if progress is not None:
             progress(len(rows))
@@ -230,10 +242,10 @@ def _measure_rows(blk: _Block, rows, xyz, parent, t, u, w, ahead, out: RawImage)
     sv = blk.sample(shell_pts)
     out.shell[rows] = sv
     out.shell_cov[rows] = blk.covered(shell_pts)
+    bg = _row_percentile(sv[:, 1, :], 30.0)
+    lowhalf = np.where(sv[:, 1, :] <= bg[:, None], sv[:, 1, :], np.nan)
     with warnings.catch_warnings():   # nodes outside the image have no samples: NaN is the answer
         warnings.simplefilter("ignore", RuntimeWarning)
-        bg = np.nanpercentile(sv[:, 1, :], 30, axis=1) if len(rows) else np.zeros(0)
-        lowhalf = np.where(sv[:, 1, :] <= bg[:, None], sv[:, 1, :], np.nan)
         out.noise[rows] = np.nanstd(lowhalf, axis=1) if len(rows) else np.zeros(0)
     out.background[rows] = bg
     # Edge to parent.
@@ -249,6 +261,21 @@ def _measure_rows(blk: _Block, rows, xyz, parent, t, u, w, ahead, out: RawImage)
     cone_pts = p[:, None, None, :] + np.array(CONE_D)[None, :, None, None] * _cone_dirs(a)[:, None, :, :]
     out.cone[rows] = blk.sample(cone_pts)
     out.cone_cov[rows] = blk.covered(cone_pts)
+
+
+def _row_percentile(v: np.ndarray, q: float) -> np.ndarray:
+    """Per-row percentile ignoring NaN, linear interpolation (numpy's default), NaN for empty rows.
+
+    np.nanpercentile along an axis runs Python code per row; sorting once (NaN sorts last) does not."""
+    srt = np.sort(v, axis=1)
+    k = np.isfinite(v).sum(axis=1)
+    pos = (q / 100.0) * np.maximum(k - 1, 0)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, np.maximum(k - 1, 0))
+    r = np.arange(len(v))
+    frac = pos - lo
+    val = srt[r, lo] * (1 - frac) + np.where(frac > 0, srt[r, hi] * frac, 0)
+    return np.where(k > 0, val, np.nan)
 
 
 def _snap(dv0: np.ndarray, u: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..morphology.spatial import cross_pairs
+from ..morphology.spatial import cross_pairs, points_along
 
 
 @dataclass(frozen=True)
@@ -87,18 +87,6 @@ class Fibres:
         return len(self.a)
 
 
-def _samples(fibres: Fibres, step: float):
-    """Points every ``step`` µm along every segment, each carrying its share of the length."""
-    d = fibres.b - fibres.a
-    length = np.sqrt(np.einsum("ij,ij->i", d, d))
-    n = np.maximum(1, np.ceil(length / step).astype(np.int64))
-    seg = np.repeat(np.arange(len(length)), n)
-    start = np.cumsum(n) - n
-    t = (np.arange(len(seg)) - start[seg] + 0.5) / n[seg]
-    pts = fibres.a[seg] + t[:, None] * d[seg]
-    return pts, (length / n)[seg], seg
-
-
 def _modulation(pts: np.ndarray, imaging: Imaging, rng: np.random.Generator, total_length: float) -> np.ndarray:
     """Beads and dim stretches as a function of position, so crossing fibres stay independent."""
     m = np.ones(len(pts))
@@ -155,7 +143,7 @@ def fibre_density(fibres: Fibres, origin: np.ndarray, shape: tuple[int, int, int
         sub = Fibres(fibres.a[cls], fibres.b[cls], fibres.radius[cls], fibres.brightness[cls])
         if len(sub) == 0:
             continue
-        pts, w, seg = _samples(sub, 0.3 * vs.min())
+        pts, seg, w = points_along(sub.a, sub.b, 0.3 * vs.min())
         inside = np.all((pts >= lo) & (pts <= hi), axis=1)
         pts, w, seg = pts[inside], w[inside], seg[inside]
         w = w * sub.brightness[seg] * _modulation(pts, imaging, rng, float(w.sum()))

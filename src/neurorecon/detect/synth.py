@@ -21,7 +21,8 @@ import numpy as np
 from ..morphology import graph
 from ..morphology.neuron import Neuron
 from .errors import ERROR_TYPES, INJECTORS, Scene, Trace
-from .render import Fibres, Imaging, _samples, render
+from ..morphology.spatial import points_along
+from .render import Fibres, Imaging, render
 
 #: How often each error type is drawn (jumps and loops need a suitable place, so are tried more).
 ERROR_WEIGHTS = {"off_signal_z": 1.4, "off_signal_xy": 1.0, "jump": 1.2, "gap": 1.0, "loop": 1.0, "wrong_type": 0.8,
@@ -72,10 +73,7 @@ def resample_rows(parent: np.ndarray, xyz: np.ndarray, spacing: float) -> tuple[
     top = graph.nearest_marked_ancestor(parent, keep)
     kept_parent = np.where(parent >= 0, top[p], -1)
     rows = np.flatnonzero(keep)
-    new_index = np.full(len(parent), -1)
-    new_index[rows] = np.arange(len(rows))
-    par = kept_parent[rows]
-    return rows, np.where(par >= 0, new_index[np.maximum(par, 0)], -1)
+    return rows, graph.induced_parents(kept_parent, rows)
 
 
 def _random_rotation(rng: np.random.Generator) -> np.ndarray:
@@ -141,8 +139,8 @@ def make_sample(gold: Neuron, others: list[Neuron], imaging: Imaging, rng: np.ra
         if others:
             target = trace.gold[alive[int(rng.integers(len(alive)))]]
             fibres.append(_distractor(others[int(rng.integers(len(others)))], target, rng, lo, hi))
-    scene_pts, _, _ = _samples(_clip(Fibres.concat(fibres), lo, hi, 20.0), 0.5)
-    gold_pts, _, _ = _samples(_clip(fibres[0], lo, hi, 20.0), 0.5)
+    scene_pts = _fibre_points(_clip(Fibres.concat(fibres), lo, hi, 20.0))
+    gold_pts = _fibre_points(_clip(fibres[0], lo, hi, 20.0))
     scene = Scene(trace, scene_pts, gold_pts, lo, hi, spacing, _donor_pieces(others, rng, 3), rng)
     injected = _inject(scene, rng, n_errors, error_weights or ERROR_WEIGHTS)
     fibres.extend(trace.extra_fibres)
@@ -154,6 +152,10 @@ def make_sample(gold: Neuron, others: list[Neuron], imaging: Imaging, rng: np.ra
             "voxel_size": list(imaging.voxel_size)}
     return Sample(image, imaging, neuron, trace.label[keep], trace.etype[keep], trace.gold[keep] - lo,
                   _shift(gold_in, lo), trace.gold_types[keep], info)
+
+
+def _fibre_points(f: Fibres) -> np.ndarray:
+    return points_along(f.a, f.b, 0.5)[0]
 
 
 def _clip(f: Fibres, lo, hi, pad: float) -> Fibres:
@@ -170,23 +172,19 @@ def _crop_trace(gold: Neuron, rows, kept_parent, inside, rng) -> Trace | None:
     sel = np.flatnonzero(inside)
     if len(sel) < 15:
         return None
-    index = np.full(len(rows), -1)
-    index[sel] = np.arange(len(sel))
-    par = kept_parent[sel]
-    parent = np.where(par >= 0, index[np.maximum(par, 0)], -1)
+    parent = graph.induced_parents(kept_parent, sel)
     root, _, _ = graph.ancestor_sums(parent)
     size = np.bincount(root, minlength=len(sel))
     keep = size[root] >= 3
     if keep.sum() < 15:
         return None
     sel2 = np.flatnonzero(keep)
-    idx2 = np.full(len(sel), -1)
-    idx2[sel2] = np.arange(len(sel2))
-    parent = np.where(parent[sel2] >= 0, idx2[np.maximum(parent[sel2], 0)], -1)
-    g = gold.xyz[rows[sel[sel2]]]
-    types = gold.types[rows[sel[sel2]]].copy()
+    parent = graph.induced_parents(parent, sel2)
+    src = rows[sel[sel2]]
+    g = gold.xyz[src]
+    types = gold.types[src].copy()
     types[~np.isin(types, (1, 2, 3, 4))] = 3  # hemibrain 0/5/6 and other codes: treat as neurite
-    radius = gold.radius[rows[sel[sel2]]]
+    radius = gold.radius[src]
     xyz = g + rng.normal(0.0, JITTER_UM, g.shape)
     return Trace(xyz, parent, types, radius, g.copy())
 
@@ -211,10 +209,7 @@ def _inject(scene: Scene, rng, n_errors, weights) -> list[str]:
 def _to_neuron(trace: Trace, lo) -> tuple[Neuron, np.ndarray]:
     """Compact the trace (deleted nodes go; orphans become roots) into a Neuron with ids 1..N."""
     keep = np.flatnonzero(trace.alive)
-    index = np.full(len(trace), -1)
-    index[keep] = np.arange(len(keep))
-    par = trace.parent[keep]
-    parent = np.where(par >= 0, index[np.maximum(par, 0)], -1)
+    parent = graph.induced_parents(trace.parent, keep)
     ids = np.arange(1, len(keep) + 1)
     parent_ids = np.where(parent >= 0, parent + 1, -1)
     n = Neuron.from_arrays(ids, trace.types[keep], np.round(trace.xyz[keep] - lo, 4), trace.radius[keep], parent_ids)

@@ -7,7 +7,6 @@ same model. The held-out split is only ever predicted, never used to fit or to p
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,22 +59,3 @@ def train(out: str | Path | None, *, n_train: int = 1200, n_valid: int = 150, n_
     if out is not None:
         det.save(out)
     return TrainReport(det, heldout, int(len(tr.y)), time.time() - t0)
-
-
-def main() -> None:  # pragma: no cover - thin wrapper used during development
-    import argparse
-
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--n-train", type=int, default=1200)
-    ap.add_argument("--n-heldout", type=int, default=400)
-    ap.add_argument("--seed", type=int, default=0)
-    a = ap.parse_args()
-    rep = train(a.out, n_train=a.n_train, n_heldout=a.n_heldout, seed=a.seed)
-    print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "per_type"} | {"per_type": v["per_type"]}
-                      for k, v in rep.heldout.items()}, indent=1))
-    print("seconds", round(rep.seconds, 1), "train nodes", rep.n_train_nodes, "best_iter", rep.detector.meta.get("best_iteration"))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -180,3 +180,31 @@ def within_hops(parent: np.ndarray, a: np.ndarray, b: np.ndarray, k: int) -> np.
         for j in range(k + 1 - i):
             near |= (anc_a[:, i] == anc_b[:, j]) & (anc_a[:, i] >= 0)
     return near
+
+
+def induced_parents(parent: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Parent pointers of the sub-tree made of ``rows``, as indices into ``rows`` (-1 where the
+    parent is not among them: that node becomes a root)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    index = np.full(len(parent), -1, dtype=np.int64)
+    index[rows] = np.arange(len(rows))
+    par = parent[rows]
+    return np.where(par >= 0, index[np.maximum(par, 0)], -1)
+
+
+def subtree_mask(parent: np.ndarray, row: int) -> np.ndarray:
+    """True for ``row`` and every node below it."""
+    marked = np.zeros(len(parent), dtype=bool)
+    marked[row] = True
+    return nearest_marked_ancestor(parent, marked) == row
+
+
+def subtree_sums(parent: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Sum of ``weights`` over each node and everything below it (one vectorised pass per depth level)."""
+    _, depth, _ = ancestor_sums(parent)
+    total = np.asarray(weights, dtype=np.float64).copy()
+    order = np.argsort(-depth, kind="stable")
+    for level in np.split(order, np.flatnonzero(np.diff(depth[order])) + 1):
+        level = level[parent[level] >= 0]
+        np.add.at(total, parent[level], total[level])
+    return total

@@ -108,3 +108,16 @@ def cross_pairs(a: np.ndarray, b: np.ndarray, r: float, keep=None, chunk: int = 
     lo, size, dims = _frame([a, b], r)
     pairs = _candidates(_Grid(a, lo, size, dims), _Grid(b, lo, size, dims), _FULL_NEIGHBOURHOOD, dims, chunk, same=False)
     return _collect(pairs, a, b, r, keep, ordered=False)
+
+
+def points_along(a: np.ndarray, b: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Points at most ``step`` apart along segments a[i]-b[i], at the centres of equal pieces.
+
+    Returns the points, the segment each lies on, and the length of segment each stands for.
+    """
+    d = b - a
+    length = np.sqrt(np.einsum("ij,ij->i", d, d))
+    n = np.maximum(1, np.ceil(length / step).astype(np.int64))
+    seg = np.repeat(np.arange(len(length)), n)
+    t = (np.arange(len(seg)) - (np.cumsum(n) - n)[seg] + 0.5) / n[seg]
+    return a[seg] + t[:, None] * d[seg], seg, (length / n)[seg]

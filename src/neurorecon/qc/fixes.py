@@ -19,6 +19,7 @@ import numpy as np
 from ..io.atomic import atomic_write_text
 from ..io.points import Point, format_apo
 from ..io.swc import format_swc, read_swc
+from ..morphology import graph
 from ..morphology.neuron import Neuron
 from .config import CheckConfig
 from .run import check_neuron
@@ -219,14 +220,8 @@ def _prune(n: Neuron, p):
     rows = _rows_of(n, p["node_id"])
     if len(rows) != 1:
         return None
-    from ..morphology import graph
-
-    marked = np.zeros(len(n), bool)
-    marked[rows[0]] = True
-    top = graph.nearest_marked_ancestor(n.parent, marked)
-    gone = np.flatnonzero(top == rows[0])
-    keep = np.setdiff1d(np.arange(len(n)), gone)
-    return n.take(keep), [rows[0]], {"removed_ids": n.ids[gone].tolist()}, None
+    gone = graph.subtree_mask(n.parent, rows[0])
+    return n.take(np.flatnonzero(~gone)), [rows[0]], {"removed_ids": n.ids[gone].tolist()}, None
 
 
 _ACTIONS = {"move": _move, "prune": _prune, "drop_duplicate": _drop_duplicate, "renumber": _renumber, "cut": _cut, "delete": _delete,
