@@ -139,9 +139,12 @@ def test_cli_detect_then_evaluate(scene, tmp_path):
     swc = tmp_path / "t.swc"
     write_swc(_trace(pts), swc)
     out = tmp_path / "scores.csv"
-    r = _cli("detect", swc, "--image", tif, "--voxel-size", *VS, "--out", out)
+    r = _cli("detect", swc, "--image", tif, "--voxel-size", *VS, "--out", out, "--html", tmp_path / "report")
     assert r.returncode == 0, r.stderr
     assert "flagged" in r.stdout
+    page = (tmp_path / "report" / "t.swc.html").read_text()
+    assert "Flagged nodes" in page and "detector.off_signal_z" in page
+    assert page.count("data:image/png;base64,") >= 2      # projections + at least one image snippet
     lines = out.read_text().splitlines()
     assert lines[0].startswith("node_id,p_error,flag,reason")
     assert len(lines) == 33

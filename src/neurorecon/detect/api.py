@@ -112,10 +112,7 @@ def _line_min(volume, a: np.ndarray, b: np.ndarray, bg: float, contrast: float) 
     vs = np.asarray(volume.voxel_size, float)
     out = np.zeros(len(a))
     for k in range(len(a)):
-        lo_um = np.minimum(a[k], b[k]) - 3
-        hi_um = np.maximum(a[k], b[k]) + 3
-        lo = np.floor(lo_um[::-1] / vs[::-1]).astype(int)
-        hi = np.ceil(hi_um[::-1] / vs[::-1]).astype(int) + 1
+        lo, hi = volume.box_around(np.minimum(a[k], b[k]) - 3, np.maximum(a[k], b[k]) + 3)
         img = gaussian_filter(volume.read(tuple(lo), tuple(hi)).astype(np.float32), 0.6 / vs[::-1])
         t = np.linspace(0.15, 0.85, 8)
         pts = a[k] + t[:, None] * (b[k] - a[k])

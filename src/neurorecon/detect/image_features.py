@@ -204,8 +204,7 @@ def measure(xyz: np.ndarray, parent: np.ndarray, first_child: np.ndarray, volume
         rows = order[bounds[bi]:bounds[bi + 1]]
         lo_um = xyz[rows].min(0) - HALO_UM
         hi_um = xyz[rows].max(0) + HALO_UM
-        lo_vox = np.floor(lo_um[::-1] / vs[::-1]).astype(np.int64)
-        hi_vox = np.ceil(hi_um[::-1] / vs[::-1]).astype(np.int64) + 1
+        lo_vox, hi_vox = volume.box_around(lo_um, hi_um)
         blk = _Block(volume, lo_vox, hi_vox, vs, traced.in_box(lo_um - 3, hi_um + 3))
         _measure_rows(blk, rows, xyz, parent, t, u, w, ahead, out)
         if progress is not None:

@@ -20,12 +20,11 @@ def _snippet_png(volume, neuron, row: int, p: float, reason: str) -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
 
     vs = np.asarray(volume.voxel_size, float)
     c = neuron.xyz[row]
-    lo_um, hi_um = c - SNIPPET_UM / 2, c + SNIPPET_UM / 2
-    lo = np.floor(lo_um[::-1] / vs[::-1]).astype(int)
-    hi = np.ceil(hi_um[::-1] / vs[::-1]).astype(int) + 1
+    lo, hi = volume.box_around(c - SNIPPET_UM / 2, c + SNIPPET_UM / 2)
     img = volume.read(tuple(lo), tuple(hi)).astype(np.float32)
     org = lo[::-1] * vs                                              # xyz of voxel [lo] centre
     near = np.all(np.abs(neuron.xyz - c) <= SNIPPET_UM / 2, axis=1)
@@ -35,9 +34,8 @@ def _snippet_png(volume, neuron, row: int, p: float, reason: str) -> str:
         ext = [org[a] - vs[a] / 2, org[a] + (mip.shape[1] - 0.5) * vs[a], org[b] - vs[b] / 2, org[b] + (mip.shape[0] - 0.5) * vs[b]]
         ax.imshow(mip, cmap="gray", origin="lower", extent=ext, aspect="auto")
         rows = np.flatnonzero(near & (neuron.parent >= 0))
-        for r in rows:
-            q = neuron.parent[r]
-            ax.plot([neuron.xyz[r, a], neuron.xyz[q, a]], [neuron.xyz[r, b], neuron.xyz[q, b]], "-", color="#00c8ff", lw=0.8)
+        seg = np.stack([neuron.xyz[rows][:, [a, b]], neuron.xyz[neuron.parent[rows]][:, [a, b]]], axis=1)
+        ax.add_collection(LineCollection(seg, colors="#00c8ff", linewidths=0.8))
         ax.plot(c[a], c[b], "o", mfc="none", mec="#ff3030", ms=12, mew=1.5)
         ax.set_xlabel("xyz"[a] + " (µm)")
         ax.set_ylabel("xyz"[b] + " (µm)")

@@ -182,6 +182,13 @@ class Volume:
         """
         return (_points(xyz) / np.asarray(self.voxel_size))[..., ::-1]
 
+    def box_around(self, lo_um: Any, hi_um: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Voxel box ``[lo, hi)`` (z, y, x) holding every voxel centre in the physical box
+        ``lo_um``..``hi_um`` (x, y, z µm), plus one voxel of margin; not clipped to the volume."""
+        lo = np.floor(self.to_voxel(lo_um)).astype(np.int64)
+        hi = np.ceil(self.to_voxel(hi_um)).astype(np.int64) + 1
+        return lo, hi
+
 
 def open_volume(
     source: str | os.PathLike | np.ndarray,
