@@ -91,9 +91,8 @@ def detect(neuron: Neuron, volume, *, detector=None, threshold: float = THRESHOL
 
     detector = detector or load_detector()
     ft = compute_features(neuron, volume, progress=progress)
-    p, reason = detector.predict(ft.X, ft.names)
+    p, reason = detector.predict(ft.X, ft.names, reason_threshold=threshold)
     flagged = p >= threshold
-    reason = np.where(flagged, reason, "").astype(object)
     bg = float(np.nanmedian(ft.raw.background)) if np.isfinite(ft.raw.background).any() else 0.0
     contrast = float(np.median(ft.contrast)) if len(ft.contrast) else 1.0
 

@@ -2,8 +2,9 @@
 
 The split is by neuron *and* by imaging: the held-out neurons (Allen V1 cell types, the varied
 NeuroMorpho cell types, fly hemibrain neurons) and the held-out imaging settings below are never
-used for training, which sees only mouse whole-brain axons and NeuroMorpho cortical cells under
-randomly drawn settings from the training ranges.
+used for training, which sees only mouse whole-brain axons, NeuroMorpho cortical cells and random
+synthetic arbors (:mod:`neurorecon.detect.arbors`, for the branching densities the real training
+cells lack) under randomly drawn settings from the training ranges.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import numpy as np
 from ..io.swc import read_swc
 from .render import Imaging
 
-TRAIN_SOURCES = ("mouse_wholebrain_axons", "cortical_cng")
+TRAIN_SOURCES = ("mouse_wholebrain_axons", "cortical_cng", "synthetic:arbors")
+N_SYNTHETIC_ARBORS = 40
 HELDOUT_SOURCES = ("allen_v1", "neuromorpho_varied", "navis:hemibrain")
 
 #: Imaging settings of the held-out split; none lies inside the training ranges on every parameter.
@@ -57,13 +59,19 @@ def shared_data_dir() -> Path:
 
 
 def load_sources(sources, data_dir: Path | None = None, min_nodes: int = 30) -> list:
-    """Gold neurons (µm) of the named sources: folders under data/morphologies, or
-    ``navis:hemibrain`` (the navis wheel's hemibrain skeletons, converted from 8 nm voxels)."""
+    """Gold neurons (µm) of the named sources: folders under data/morphologies,
+    ``navis:hemibrain`` (the navis wheel's hemibrain skeletons, converted from 8 nm voxels) or
+    ``synthetic:arbors`` (random arbors of :mod:`neurorecon.detect.arbors`)."""
     from .synth import gold_from_neuron
 
     data_dir = data_dir or shared_data_dir()
     out = []
     for src in sources:
+        if src == "synthetic:arbors":
+            from .arbors import synthetic_arbors
+
+            out.extend(synthetic_arbors(N_SYNTHETIC_ARBORS))
+            continue
         if src == "navis:hemibrain":
             files, scale = _navis_swcs(), 0.008
         else:

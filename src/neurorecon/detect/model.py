@@ -30,15 +30,23 @@ class Detector:
     names: tuple[str, ...]
     meta: dict
 
-    def predict(self, X: np.ndarray, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-        """p(error) and the reason (error type name) for every row of the feature table."""
+    def predict(self, X: np.ndarray, names: tuple[str, ...], reason_threshold: float | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """p(error) and the reason (error type name) for every row of the feature table.
+
+        With ``reason_threshold``, reasons are worked out only for rows with p at or above it
+        (the others get ""): the reason model is the larger of the two, and most nodes are fine."""
         if tuple(names) != tuple(self.names):
             raise ModelError("feature table does not match the model's features (retrain with `neurorecon train`)")
         if len(X) == 0:
             return np.zeros(0), np.zeros(0, dtype=object)
         p = np.asarray(self.booster.predict(X, num_threads=2))
-        r = np.asarray(self.reasons.predict(X, num_threads=2)).reshape(len(X), -1)
-        return p, np.array(ERROR_TYPES, dtype=object)[r.argmax(1)]
+        rows = np.arange(len(X)) if reason_threshold is None else np.flatnonzero(p >= reason_threshold)
+        reason = np.full(len(X), "", dtype=object)
+        if len(rows):
+            r = np.asarray(self.reasons.predict(X[rows], num_threads=2)).reshape(len(rows), -1)
+            reason[rows] = np.array(ERROR_TYPES, dtype=object)[r.argmax(1)]
+        return p, reason
 
     def save(self, folder: str | Path) -> None:
         from ..io.atomic import atomic_write_text

@@ -47,7 +47,7 @@ def train(out: str | Path | None, *, n_train: int = 1200, n_valid: int = 150, n_
     heldout = {}
     if n_heldout and held_golds:
         ho = build_split(held_golds, n_heldout, seed + 2, True, jobs=jobs, progress=progress)
-        p, _ = det.predict(ho.X, ho.names)
+        p, _ = det.predict(ho.X, ho.names, reason_threshold=np.inf)
         names = _names(ho.etype)
         heldout["all"] = evaluate(ho.y, p, names).to_dict()
         for s in sorted(set(ho.setting.tolist())):
