@@ -17,7 +17,7 @@ import numpy as np
 from ..morphology import graph
 from ..morphology.neuron import Neuron
 from ..morphology.spatial import close_pairs
-from .image_features import RawImage, measure
+from .image_features import SHELL_DIRS, RawImage, measure
 
 CHECK_HITS = ("loop", "duplicate_point", "overlapping_segments", "back_tracking", "z_jump", "long_edge", "type_change",
               "parent_type_violation", "multifurcation", "near_bifurcation", "abnormal_compartment")
@@ -54,9 +54,11 @@ def compute_features(neuron: Neuron, volume, *, progress=None, block_um: float =
     cols.update(_check_hits(neuron))
     contrast = _contrast(raw, parent)
     img = _image(raw, contrast)
+    img.update(_forward(raw, contrast, _ahead(xyz, parent, fc)))
     cols.update(img)
     cols.update(_neighbourhood(parent, {k: img[k] for k in _SPREAD}))
     cols.update(_upstream(parent, img["turn_off"], k=12))
+    cols.update(_upstream(parent, img["fwd_unexpl7"], k=12, name="up_fwd_unexpl"))
     names = tuple(cols)
     X = np.stack([np.asarray(cols[k], dtype=np.float32) for k in names], axis=1) if len(neuron) else \
         np.zeros((0, len(names)), np.float32)
@@ -243,6 +245,31 @@ def _image(raw: RawImage, c: np.ndarray) -> dict:
     return out
 
 
+def _ahead(xyz: np.ndarray, parent: np.ndarray, fc: np.ndarray) -> np.ndarray:
+    """Unit direction the trace arrives in (from the parent; for a root, away from its first child)."""
+    has_p = parent >= 0
+    other = np.where(has_p[:, None], xyz[np.maximum(parent, 0)], xyz[np.maximum(fc, 0)])
+    v = xyz - other
+    n = np.linalg.norm(v, axis=1, keepdims=True)
+    return np.where(n > 0, v / np.where(n > 0, n, 1.0), 0.0)
+
+
+def _forward(raw: RawImage, c: np.ndarray, ahead: np.ndarray) -> dict:
+    """Brightest untraced signal on the shells within 60 degrees of the way the trace was going.
+
+    At a tip this asks "does the fibre go on?" (early stop, the near end of a gap), at a fragment's
+    root "does it come from somewhere?" (the far end of a gap), and at the node where a trace turned
+    off its fibre onto a neighbour "did the fibre go straight on?" (jump). Unlike the all-round
+    shell features it ignores the sides, where a dense arbor's other branches always are."""
+    fwd = (ahead @ SHELL_DIRS.T) > 0.5                                  # (N, 40)
+    shell = (raw.shell - raw.background[:, None, None]) / c[:, None, None]
+    keep = fwd[:, None, :] & ~raw.shell_cov & np.isfinite(shell)
+    with np.errstate(all="ignore"):
+        val = np.where(keep, shell, -np.inf).max(axis=2)                # (N, 2)
+    val = np.where(np.isfinite(val), val, 0.0)
+    return {"fwd_unexpl4": val[:, 0], "fwd_unexpl7": val[:, 1]}
+
+
 def _nanmean(v: np.ndarray) -> np.ndarray:
     ok = np.isfinite(v)
     return np.where(ok.any(1), np.where(ok, v, 0).sum(1) / np.maximum(ok.sum(1), 1), np.nan)
@@ -273,11 +300,11 @@ def _neighbourhood(parent: np.ndarray, feats: dict) -> dict:
     return out
 
 
-def _upstream(parent: np.ndarray, evidence: np.ndarray, k: int) -> dict:
+def _upstream(parent: np.ndarray, evidence: np.ndarray, k: int, name: str = "up_turn_off") -> dict:
     """The strongest 'fibre goes straight on where the trace turns' evidence among the k nodes
     above, and how far up it is: a trace that followed a neighbour carries it from the turn on."""
     anc = graph.ancestors(parent, np.arange(len(parent)), k)[:, 1:]
     ev = np.nan_to_num(np.asarray(evidence, float), nan=0.0)
     vals = np.where(anc >= 0, ev[np.maximum(anc, 0)], -1.0)
     j = vals.argmax(1) if len(vals) else np.zeros(0, int)
-    return {"up_turn_off": vals.max(1) if len(vals) else np.zeros(0), "up_turn_off_hops": j + 1}
+    return {name: vals.max(1) if len(vals) else np.zeros(0), f"{name}_hops": j + 1}
