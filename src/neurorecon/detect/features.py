@@ -59,6 +59,7 @@ def compute_features(neuron: Neuron, volume, *, progress=None, block_um: float =
     cols.update(_neighbourhood(parent, {k: img[k] for k in _SPREAD}))
     cols.update(_upstream(parent, img["turn_off"], k=12))
     cols.update(_upstream(parent, img["fwd_unexpl7"], k=12, name="up_fwd_unexpl"))
+    cols.update(_section_max(parent, {"fwd_unexpl7": img["fwd_unexpl7"], "turn_off": img["turn_off"]}))
     names = tuple(cols)
     X = np.stack([np.asarray(cols[k], dtype=np.float32) for k in names], axis=1) if len(neuron) else \
         np.zeros((0, len(names)), np.float32)
@@ -297,6 +298,20 @@ def _neighbourhood(parent: np.ndarray, feats: dict) -> dict:
         np.maximum.at(hi, parent[c], v[c])
         out[f"{name}_nbmin"] = lo
         out[f"{name}_nbmax"] = hi
+    return out
+
+
+def _section_max(parent: np.ndarray, feats: dict) -> dict:
+    """Each feature's maximum over the node's unbranched section. A trace that jumped onto a
+    neighbour makes one terminal section with "the fibre goes on" at both ends (its own fibre past
+    the turn, the neighbour past the tip); a correct twig has neither."""
+    nc = graph.child_counts(parent)
+    sec = graph.nearest_marked_ancestor(parent, graph.section_starts(parent, nc))
+    out = {}
+    for name, v in feats.items():
+        m = np.full(len(parent), -np.inf)
+        np.maximum.at(m, sec, np.nan_to_num(np.asarray(v, float), nan=-np.inf))
+        out[f"sec_max_{name}"] = np.where(np.isfinite(m[sec]), m[sec], 0.0)
     return out
 
 
