@@ -99,8 +99,13 @@ def detect(neuron: Neuron, volume, *, detector=None, threshold: float = THRESHOL
     def sample_line(a, b):
         return _line_min(volume, a, b, bg, contrast)
 
-    ridge_height = ft.X[:, ft.names.index("i_max7")]
-    fixes = propose(neuron, p, flagged, reason, ft.raw.ridge.astype(float), ridge_height, sample_line)
+    from .refine import refine_moves
+
+    parent = np.where(neuron.in_cycle, -1, neuron.parent)     # as in the features: no walks round a cycle
+    move_to = refine_moves(volume, neuron.xyz, parent, flagged, reason, ft.raw.background, ft.contrast)
+    moving = np.isfinite(move_to).all(1)
+    fixes = propose(neuron, p, flagged, reason, np.where(moving[:, None], move_to - neuron.xyz, 0.0), moving,
+                    sample_line)
     return Detection(neuron, p, reason, fixes, ft, threshold)
 
 

@@ -3,8 +3,9 @@
 Conservative by design: a proposal is made only where the image backs it, and a person accepts it
 (``review``) before ``apply`` carries it out.
 
-* ``off_signal_z`` / ``off_signal_xy``: ``move`` the node onto the fibre's intensity ridge found
-  across the fibre (sub-µm), when that ridge is bright enough to be fibre (>= 0.5 contrast).
+* ``off_signal_z`` / ``off_signal_xy``: ``move`` the node onto its fibre's centre, found on the raw
+  voxels by :mod:`neurorecon.detect.refine` (sub-µm), only where that fibre is unambiguous and the move
+  brings the node back towards the unflagged nodes around its run.
 * ``spur`` / ``overextension`` / ``jump`` / ``loop``: ``prune`` the flagged stretch from its first
   flagged node, only if everything below that node is flagged too (nothing unflagged is cut).
 * ``gap``: ``bridge`` a fragment's root to the nearest open end of another piece within 20 µm,
@@ -21,26 +22,27 @@ from ..morphology import graph
 from ..morphology.neuron import Neuron
 from ..qc.findings import Fix
 
-RIDGE_MIN = 0.5
 BRIDGE_MAX_UM = 20.0
 PRUNE_REASONS = ("spur", "overextension", "jump", "loop")
 PRUNE_MIN_P = 0.8       # cutting is the least reversible proposal: ask for more certainty
 PRUNE_MAX_NODES = 20
 
 
-def propose(neuron: Neuron, p: np.ndarray, flagged: np.ndarray, reason: np.ndarray, ridge_offset: np.ndarray,
-            ridge_height: np.ndarray, sample_line) -> list[Fix | None]:
+def propose(neuron: Neuron, p: np.ndarray, flagged: np.ndarray, reason: np.ndarray, move_offset: np.ndarray,
+            move_ok: np.ndarray, sample_line) -> list[Fix | None]:
     """One proposal (or None) per node.
 
-    ``ridge_offset`` (N, 3) µm goes from each node to the fibre ridge across it, ``ridge_height`` is
-    that ridge's normalised brightness, ``sample_line(a, b)`` the normalised minimum intensity along
-    straight segments a -> b."""
+    ``move_offset`` (N, 3) µm goes from each node to where it should move and ``move_ok`` (N,) says
+    where that move is backed by the image (see :func:`neurorecon.detect.refine.refine_moves`; flagged
+    off-signal nodes without it get no proposal); ``sample_line(a, b)`` is the normalised minimum
+    intensity along straight segments a -> b."""
     out: list[Fix | None] = [None] * len(neuron)
     parent = neuron.parent
     ids = neuron.ids
     rows = np.flatnonzero(flagged)
-    moves = rows[np.isin(reason[rows], ("off_signal_z", "off_signal_xy")) & (ridge_height[rows] >= RIDGE_MIN)]
-    for r, pos in zip(moves.tolist(), (neuron.xyz[moves] + ridge_offset[moves]).round(4).tolist()):
+    ok = np.asarray(move_ok, dtype=bool)
+    moves = rows[np.isin(reason[rows], ("off_signal_z", "off_signal_xy")) & ok[rows]]
+    for r, pos in zip(moves.tolist(), (neuron.xyz[moves] + move_offset[moves]).round(4).tolist()):
         out[r] = Fix("move", {"node_id": int(ids[r]), "xyz": pos})
     sure = flagged & (p >= PRUNE_MIN_P)
     prune_rows = rows[np.isin(reason[rows], PRUNE_REASONS) & sure[rows]]
