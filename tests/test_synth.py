@@ -735,3 +735,19 @@ def test_write_sample_zarr(tmp_path):
 def test_injectors_registry_matches_types():
     assert tuple(errors.INJECTORS) == ERROR_TYPES
     assert sorted(ERROR_CODE.values()) == list(range(1, len(ERROR_TYPES) + 1))
+
+
+def test_without_soma_type_keeps_the_tree_and_drops_type_one():
+    from neurorecon.detect.dataset import without_soma_type
+
+    n = read_swc(next(iter(sorted((MORPHOLOGIES / "cortical_cng").glob("*.swc")))), strict=False)
+    m = without_soma_type(n)
+    assert (m.types != 1).all() and (n.types == 1).any()
+    np.testing.assert_array_equal(m.parent, n.parent)
+    np.testing.assert_array_equal(m.xyz, n.xyz)
+    neurite = n.types != 1
+    np.testing.assert_array_equal(m.types[neurite], n.types[neurite])
+    # a soma node with a neurite leaving it takes that neurite's type
+    c = np.flatnonzero((n.parent >= 0) & neurite)
+    leaving = c[n.types[n.parent[c]] == 1]
+    assert np.isin(m.types[n.parent[leaving]], n.types[leaving]).all()

@@ -116,10 +116,26 @@ def draw_sample(golds: list, i: int, seed: int, heldout: bool, size=(80.0, 80.0,
         gold = golds[g]
         if not heldout:  # fibre thickness varies more across labs and cell types than in the training neurons
             gold = gold.with_changes(radius=gold.radius * rng.uniform(0.4, 3.0))
+            if rng.random() < 0.5:
+                gold = without_soma_type(gold)
         s = make_sample(gold, others, imaging, rng, size_um=size)
         if s is not None:
             return s, g
     return None
+
+
+def without_soma_type(neuron):
+    """The same tree with its soma nodes (type 1) given the type of a neurite leaving them (0 if
+    none): traces of fragments, or whose tracer never marked the soma, start at a root that is not
+    a soma. Without such trees in training, every non-soma root inside the image looks like the
+    far end of a gap."""
+    t = neuron.types.copy()
+    parent = neuron.parent
+    c = np.flatnonzero(parent >= 0)
+    leaving = c[(t[c] != 1) & (t[parent[c]] == 1)]
+    new = np.where(t == 1, 0, t)
+    new[parent[leaving]] = t[leaving]
+    return neuron.with_changes(types=new)
 
 
 def _features_of(args):
