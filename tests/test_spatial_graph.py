@@ -91,3 +91,22 @@ def test_points_along_covers_each_segment_evenly():
     assert seg.tolist() == [0, 0, 0, 1]
     assert np.allclose(pts[:3, 0], [0.5, 1.5, 2.5]) and np.allclose(pts[3], [5, 5, 5])
     assert np.allclose(share, [1, 1, 1, 0])
+
+
+def test_reroot_turns_only_the_path_round():
+    from neurorecon.morphology.graph import reroot
+
+    #      0
+    #      |
+    #      1
+    #     / \
+    #    2   3
+    #        |
+    #        4
+    p = np.array([-1, 0, 1, 1, 3])
+    np.testing.assert_array_equal(reroot(p, 4), [1, 3, 1, 4, -1])
+    np.testing.assert_array_equal(reroot(p, 2), [1, 2, -1, 1, 3])
+    np.testing.assert_array_equal(reroot(p, 0), p)
+    q = reroot(p, 4)   # still one tree with the same undirected edges
+    edges = lambda par: {frozenset((i, int(par[i]))) for i in range(len(par)) if par[i] >= 0}
+    assert edges(q) == edges(p)

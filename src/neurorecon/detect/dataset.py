@@ -118,7 +118,7 @@ def draw_sample(golds: list, i: int, seed: int, heldout: bool, size=(80.0, 80.0,
             gold = gold.with_changes(radius=gold.radius * rng.uniform(0.4, 3.0))
             if rng.random() < 0.5:
                 gold = without_soma_type(gold)
-        s = make_sample(gold, others, imaging, rng, size_um=size)
+        s = make_sample(gold, others, imaging, rng, size_um=size, reroot=0.0 if heldout else 0.3)
         if s is not None:
             return s, g
     return None

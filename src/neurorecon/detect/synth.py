@@ -117,7 +117,7 @@ def _distractor(other: Neuron, target: np.ndarray, rng: np.random.Generator, lo,
 def make_sample(gold: Neuron, others: list[Neuron], imaging: Imaging, rng: np.random.Generator, *,
                 size_um: tuple[float, float, float] = (96.0, 96.0, 64.0), spacing: float | None = None,
                 n_errors: tuple[int, int] = (1, 4), n_distractors: tuple[int, int] = (0, 3),
-                error_weights: dict | None = None) -> Sample | None:
+                error_weights: dict | None = None, reroot: float = 0.0) -> Sample | None:
     """One crop of ``gold`` with its rendered image and an error-injected trace (None if the crop
     holds too little of the neuron)."""
     spacing = float(rng.uniform(1.5, 3.5)) if spacing is None else spacing
@@ -129,7 +129,7 @@ def make_sample(gold: Neuron, others: list[Neuron], imaging: Imaging, rng: np.ra
     lo = centre - extent / 2 + rng.uniform(-0.3, 0.3, 3) * extent
     hi = lo + extent
     inside = np.all((gold.xyz[rows] >= lo + 0.5) & (gold.xyz[rows] <= hi - 0.5), axis=1)
-    trace = _crop_trace(gold, rows, kept_parent, inside, rng)
+    trace = _crop_trace(gold, rows, kept_parent, inside, rng, reroot)
     if trace is None:
         return None
     fibres = [Fibres.from_tree(gold.xyz, gold.parent, gold.radius)]
@@ -167,8 +167,10 @@ def _shift(f: Fibres, lo) -> Fibres:
     return Fibres(f.a - lo, f.b - lo, f.radius, f.brightness)
 
 
-def _crop_trace(gold: Neuron, rows, kept_parent, inside, rng) -> Trace | None:
-    """The resampled gold inside the box, with jitter; components under 3 nodes are dropped."""
+def _crop_trace(gold: Neuron, rows, kept_parent, inside, rng, reroot: float = 0.0) -> Trace | None:
+    """The resampled gold inside the box, with jitter; components under 3 nodes are dropped. With
+    probability ``reroot`` each piece is re-hung from one of its tips (a trace begun at a fibre's
+    end, not at the soma or where the fibre enters the image)."""
     sel = np.flatnonzero(inside)
     if len(sel) < 15:
         return None
@@ -180,6 +182,13 @@ def _crop_trace(gold: Neuron, rows, kept_parent, inside, rng) -> Trace | None:
         return None
     sel2 = np.flatnonzero(keep)
     parent = graph.induced_parents(parent, sel2)
+    if reroot > 0:
+        nc = graph.child_counts(parent)
+        root, _, _ = graph.ancestor_sums(parent)
+        for r in np.flatnonzero(parent < 0).tolist():
+            tips = np.flatnonzero((root == r) & (nc == 0))
+            if len(tips) and rng.random() < reroot:
+                parent = graph.reroot(parent, int(tips[rng.integers(len(tips))]))
     src = rows[sel[sel2]]
     g = gold.xyz[src]
     types = gold.types[src].copy()

@@ -208,3 +208,14 @@ def subtree_sums(parent: np.ndarray, weights: np.ndarray) -> np.ndarray:
         level = level[parent[level] >= 0]
         np.add.at(total, parent[level], total[level])
     return total
+
+
+def reroot(parent: np.ndarray, row: int) -> np.ndarray:
+    """Parents of the same tree hung from ``row`` instead: the edges on the path from ``row`` up to
+    its old root turn round, every other edge stays. ``parent`` must be cycle-free."""
+    _, depth, _ = ancestor_sums(parent)
+    path = ancestors(parent, np.array([row]), int(depth[row]))[0]     # row, its parent, ..., old root
+    out = parent.copy()
+    out[path[1:]] = path[:-1]
+    out[row] = -1
+    return out
