@@ -10,6 +10,7 @@ from scipy.ndimage import correlate1d, maximum_filter
 from neurorecon.detect import image_features as F
 from neurorecon.detect.render import Fibres, Imaging, render
 from neurorecon.io.volume import open_volume, write_tiff, write_zarr
+from neurorecon.morphology import graph
 
 VS = (0.5, 0.5, 1.0)
 
@@ -27,13 +28,6 @@ def _tree():
     xyz = np.vstack([main, side])
     parent = np.concatenate([[-1], np.arange(69), [35], np.arange(70, 109)])
     return xyz, parent
-
-
-def _first_child(parent):
-    out = np.full(len(parent), -1)
-    c = np.flatnonzero(parent >= 0)[::-1]
-    out[parent[c]] = c
-    return out
 
 
 def _render(vs, seed=3):
@@ -127,7 +121,7 @@ def test_bricks_equal_one_dense_pass(monkeypatch, vs, small):
     xyz[-1] = [79.9, 2.0, 47.5]
     if small:
         _small_bricks(monkeypatch)
-    fc = _first_child(parent)
+    fc = graph.first_child(parent)
     raw = F.measure(xyz, parent, fc, open_volume(image, voxel_size=vs))
     ref = _reference(image, vs, xyz, parent, fc)
     disk = ref["disk"]
@@ -148,7 +142,7 @@ def test_bricks_equal_one_dense_pass(monkeypatch, vs, small):
 def test_the_same_whatever_the_bricks(scene, monkeypatch):
     image, xyz, parent = scene
     vol = open_volume(image, voxel_size=VS)
-    fc = _first_child(parent)
+    fc = graph.first_child(parent)
     a = _fields(F.measure(xyz, parent, fc, vol))
     _small_bricks(monkeypatch)
     b = _fields(F.measure(xyz, parent, fc, vol))
@@ -160,7 +154,7 @@ def test_tiff_and_zarr_identical(scene, tmp_path):
     image, xyz, parent = scene
     tif = open_volume(write_tiff(tmp_path / "img.tif", image, VS))
     zarr = open_volume(write_zarr(tmp_path / "img.zarr", image, VS, chunks=(32, 64, 64)))
-    fc = _first_child(parent)
+    fc = graph.first_child(parent)
     a, b = _fields(F.measure(xyz, parent, fc, tif)), _fields(F.measure(xyz, parent, fc, zarr))
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
@@ -179,13 +173,13 @@ def test_the_same_fibre_at_0_3_and_1_um():
         imaging = Imaging(voxel_size=vs, psf_sigma=(0.6, 1.2), signal=80, background=10, read_noise=1.0,
                           bead_rate=0.0, dim_rate=0.0, background_variation=0.0)
         image = render(fibres, np.zeros(3), shape, imaging, np.random.default_rng(1))
-        out[vs] = F.measure(xyz, parent, _first_child(parent), open_volume(image, voxel_size=vs))
+        out[vs] = F.measure(xyz, parent, graph.first_child(parent), open_volume(image, voxel_size=vs))
     a, b = out.values()
     for f in (lambda r: r.centre - r.background, lambda r: r.disk_max[:, 1] - r.background, lambda r: r.background):
         fa, fb = np.median(f(a)), np.median(f(b))
         assert abs(fa - fb) <= 0.2 * max(abs(fa), abs(fb)), (fa, fb)
     for r in (a, b):
-        assert np.median(np.linalg.norm(r.ridge, axis=1)) < 0.7
+        assert np.median(np.linalg.norm(r.snap, axis=1)) < 0.7
 
 
 def test_nodes_outside_the_volume_and_long_edges():
@@ -195,7 +189,7 @@ def test_nodes_outside_the_volume_and_long_edges():
     xyz = np.array([[20.0, 20, 10], [21, 20, 10], [5000.0, -3e6, 7e5], [41.5, 20, 10]])
     parent = np.array([-1, 0, 1, 1])
     done = []
-    raw = F.measure(xyz, parent, _first_child(parent), vol, progress=done.append)
+    raw = F.measure(xyz, parent, graph.first_child(parent), vol, progress=done.append)
     assert sum(done) == len(xyz)
     assert np.isfinite(raw.centre[:2]).all() and np.isnan(raw.centre[2:]).all()
     np.testing.assert_allclose(raw.centre[:2], 10, rtol=1e-5)
@@ -213,5 +207,5 @@ def test_memory_is_bounded_by_the_bricks_in_flight():
     plan = F._plan(grid, xyz, parent)
     assert len(plan.keys) >= 250
     assert plan.slots <= F.WAVE_BRICKS + 8
-    raw = F.measure(xyz, parent, _first_child(parent), vol)
+    raw = F.measure(xyz, parent, graph.first_child(parent), vol)
     assert np.all(raw.centre == 0)

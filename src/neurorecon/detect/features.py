@@ -17,7 +17,7 @@ import numpy as np
 from ..morphology import graph
 from ..morphology.neuron import Neuron
 from ..morphology.spatial import close_pairs
-from .image_features import SHELL_DIRS, RawImage, measure
+from .image_features import SHELL_DIRS, RawImage, frames, measure
 
 CHECK_HITS = ("loop", "duplicate_point", "overlapping_segments", "back_tracking", "z_jump", "long_edge", "type_change",
               "parent_type_violation", "multifurcation", "near_bifurcation", "abnormal_compartment")
@@ -27,17 +27,9 @@ CHECK_HITS = ("loop", "duplicate_point", "overlapping_segments", "back_tracking"
 class FeatureTable:
     X: np.ndarray               # (N, F) float32
     names: tuple[str, ...]
-    raw: RawImage               # kept for proposed corrections (ridge offsets)
+    raw: RawImage               # kept for proposed corrections (local background)
     spacing: float
     contrast: np.ndarray        # fibre contrast per node (image units), for the same normalisation later
-
-
-def _first_child(parent: np.ndarray) -> np.ndarray:
-    n = len(parent)
-    out = np.full(n, -1, dtype=np.int64)
-    c = np.flatnonzero(parent >= 0)[::-1]       # reversed so that the first child in file order wins
-    out[parent[c]] = c
-    return out
 
 
 def compute_features(neuron: Neuron, volume, *, progress=None, block_um: float = 96.0) -> FeatureTable:
@@ -45,7 +37,7 @@ def compute_features(neuron: Neuron, volume, *, progress=None, block_um: float =
     parent = neuron.parent.copy()
     parent[neuron.in_cycle] = -1   # cycles would make tree walks meaningless; the loop check reports them
     xyz = neuron.xyz
-    fc = _first_child(parent)
+    fc = graph.first_child(parent)
     raw = measure(xyz, parent, fc, volume, block_um=block_um, progress=progress)
     cols: dict[str, np.ndarray] = {}
     spacing = _spacing(neuron, parent)
@@ -54,7 +46,7 @@ def compute_features(neuron: Neuron, volume, *, progress=None, block_um: float =
     cols.update(_check_hits(neuron))
     contrast = _contrast(raw, parent)
     img = _image(raw, contrast)
-    img.update(_forward(raw, contrast, _ahead(xyz, parent, fc)))
+    img.update(_forward(raw, contrast, frames(xyz, parent, fc)[3]))
     cols.update(img)
     cols.update(_neighbourhood(parent, {k: img[k] for k in _SPREAD}))
     cols.update(_upstream(parent, img["turn_off"], k=12))
@@ -87,8 +79,7 @@ def _morphology(neuron: Neuron, parent, fc, spacing, volume) -> dict:
     # Turning at the parent too: a kink shows on both sides of a moved node.
     turn_parent = np.where(has_p, turn[np.maximum(parent, 0)], 0.0)
     # Sections: hops to the section's end (tip or branch) downstream and to its start upstream.
-    start = graph.section_starts(parent, nc)
-    sec = graph.nearest_marked_ancestor(parent, start)
+    sec = graph.section_ids(parent, nc)
     root, depth, _ = graph.ancestor_sums(parent)
     sec_depth = depth - depth[sec]
     sec_len = np.bincount(sec, minlength=n)[sec]
@@ -246,15 +237,6 @@ def _image(raw: RawImage, c: np.ndarray) -> dict:
     return out
 
 
-def _ahead(xyz: np.ndarray, parent: np.ndarray, fc: np.ndarray) -> np.ndarray:
-    """Unit direction the trace arrives in (from the parent; for a root, away from its first child)."""
-    has_p = parent >= 0
-    other = np.where(has_p[:, None], xyz[np.maximum(parent, 0)], xyz[np.maximum(fc, 0)])
-    v = xyz - other
-    n = np.linalg.norm(v, axis=1, keepdims=True)
-    return np.where(n > 0, v / np.where(n > 0, n, 1.0), 0.0)
-
-
 def _forward(raw: RawImage, c: np.ndarray, ahead: np.ndarray) -> dict:
     """Brightest untraced signal on the shells within 60 degrees of the way the trace was going.
 
@@ -305,8 +287,7 @@ def _section_max(parent: np.ndarray, feats: dict) -> dict:
     """Each feature's maximum over the node's unbranched section. A trace that jumped onto a
     neighbour makes one terminal section with "the fibre goes on" at both ends (its own fibre past
     the turn, the neighbour past the tip); a correct twig has neither."""
-    nc = graph.child_counts(parent)
-    sec = graph.nearest_marked_ancestor(parent, graph.section_starts(parent, nc))
+    sec = graph.section_ids(parent, graph.child_counts(parent))
     out = {}
     for name, v in feats.items():
         m = np.full(len(parent), -np.inf)

@@ -100,7 +100,6 @@ class RawImage:
     offset3: np.ndarray      # (N, 3) xyz vector from node to the max within 3.5 µm
     offset7: np.ndarray      # (N, 3) ... within 7 µm
     snap: np.ndarray         # (N, 3) offset to the distance-weighted disk maximum (a feature)
-    ridge: np.ndarray        # (N, 3) offset to that fibre's ridge, sub-µm (for moving the node)
     background: np.ndarray   # (N,) local background (30th percentile of the 7 µm shell)
     noise: np.ndarray        # (N,) local noise estimate
     shell: np.ndarray        # (N, 2, 40) shell intensities
@@ -880,7 +879,7 @@ def _basis(grid: _Grid, plan: _Plan, xyz, parent, u, w, ahead) -> np.ndarray:
 def _empty(n: int, block: np.ndarray) -> RawImage:
     f = np.float32
     return RawImage(np.full(n, np.nan, f), np.full((n, 3), np.nan, f), np.zeros((n, 3), f), np.zeros((n, 3), f),
-                    np.zeros((n, 3), f), np.zeros((n, 3), f), np.full(n, np.nan, f), np.full(n, np.nan, f),
+                    np.zeros((n, 3), f), np.full(n, np.nan, f), np.full(n, np.nan, f),
                     np.full((n, 2, 40), np.nan, f), np.zeros((n, 2, 40), bool), np.full((n, 5), np.nan, f),
                     np.full((n, 4), np.nan, f), np.full((n, 2, 6), np.nan, f), np.zeros((n, 2, 6), bool), block)
 
@@ -949,7 +948,7 @@ def _measure_rows(pool: _Pool, rows, basis, parent, u, w, out: RawImage, scratch
         if j >= 1:
             off = DISK_AB[k, 0:1] * u_r + DISK_AB[k, 1:2] * w_r
             (out.offset3 if j == 1 else out.offset7)[rows] = off
-    out.snap[rows], out.ridge[rows] = _snap(dv0, u_r, w_r)
+    out.snap[rows] = _snap(dv0, u_r, w_r)
     # Shells.
     sv = vals[:, _SETS["shell"]].reshape(n, len(SHELL_R), len(SHELL_DIRS))
     out.shell[rows] = sv
@@ -987,17 +986,17 @@ def _row_percentile(v: np.ndarray, q: float) -> np.ndarray:
     return np.where(k > 0, val, np.nan)
 
 
-def _snap(dv0: np.ndarray, u: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Offsets (xyz µm) across the fibre: to the disk maximum mildly preferring points near the node
-    (a neighbour fibre a few µm away should not win over the node's own), and from there uphill to
-    that fibre's ridge, refined to sub-µm by a parabola through the maximum and its neighbours."""
+def _snap(dv0: np.ndarray, u: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Offset (xyz µm) across the fibre to the disk maximum, mildly preferring points near the node
+    (a neighbour fibre a few µm away should not win over the node's own), refined to sub-µm by a
+    parabola through the maximum and its neighbours. (Where to *move* a node is refine.py's job,
+    on the raw voxels.)"""
     if len(dv0) == 0:
-        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32)
+        return np.zeros((0, 3), np.float32)
     finite = np.isfinite(dv0)
     lo = np.where(finite, dv0, np.inf).min(1, keepdims=True)
     score = np.where(finite, (dv0 - lo) * _SNAP_WEIGHT[None, :], -np.inf)
-    k = score.argmax(1)
-    return _refined(dv0, k, u, w), _refined(dv0, _climb(dv0, k), u, w)
+    return _refined(dv0, score.argmax(1), u, w)
 
 
 _SNAP_WEIGHT = np.exp(-DISK_R2 / (2 * 4.0 ** 2)).astype(np.float32)
@@ -1008,21 +1007,6 @@ def _refined(dv0, k, u, w) -> np.ndarray:
     da = _parabola(dv0, k, 1, 0)
     db = _parabola(dv0, k, 3, 2)
     return ((DISK_AB[k, 0] + da)[:, None] * u + (DISK_AB[k, 1] + db)[:, None] * w).astype(np.float32)
-
-
-def _climb(dv0: np.ndarray, k: np.ndarray, steps: int = 4) -> np.ndarray:
-    """From the chosen disk point, step to the brightest 4-neighbour while it is brighter: the
-    distance preference picks *which* fibre, the unweighted intensity says *where* its ridge is.
-    (argmax takes the first of equals: the point itself, then +u, -u, +w, -w.)"""
-    r = np.arange(len(k))[:, None]
-    for _ in range(steps):
-        nb = _NEIGH[k]
-        cand = np.concatenate([k[:, None], np.where(nb >= 0, nb, k[:, None])], axis=1)
-        best = cand[r[:, 0], dv0[r, cand].argmax(1)]
-        if np.array_equal(best, k):
-            break
-        k = best
-    return k
 
 
 def _parabola(dv0, k, minus, plus) -> np.ndarray:

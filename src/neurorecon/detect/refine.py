@@ -1,9 +1,9 @@
 """Where to move an off-signal node: onto its fibre, found on the raw voxels, or nowhere.
 
-The coarse ridge of :mod:`neurorecon.detect.image_features` (a disk of 1 µm steps across the fibre
-on a ~0.9 µm binned, smoothed grid, a distance-weighted pick, a hill-climb of at most four steps and a
-parabola) puts only about half of the depth-shifted nodes of the held-out benchmark within 1 µm of
-their fibre. Measured on held-out crops: the failures are not a sub-µm quantisation problem. The
+The first version moved nodes onto a coarse ridge found by :mod:`neurorecon.detect.image_features`
+(a disk of 1 µm steps across the fibre on a ~0.9 µm binned, smoothed grid, a distance-weighted pick,
+a hill-climb of at most four steps and a parabola), which put only about half of the depth-shifted
+nodes of the held-out benchmark within 1 µm of their fibre. Measured on held-out crops: the failures are not a sub-µm quantisation problem. The
 disk is oriented by the node's own tangent (parent to child), which a shifted run bends (a lateral
 shift is a bump), so the disk is tilted away from the direction the node was shifted in; the distance weighting picks the near flank of the axially
 blurred fibre (sigma 0.9-1.8 µm in z) and the climb stops on it or on a noise bump (61 % of the failed
@@ -99,14 +99,6 @@ class Candidates:
     line: np.ndarray
 
 
-def _first_child(parent: np.ndarray) -> np.ndarray:
-    """First child row of each node in file order (-1 for tips)."""
-    out = np.full(len(parent), -1, dtype=np.int64)
-    c = np.flatnonzero(parent >= 0)[::-1]           # reversed: the first child in file order wins
-    out[parent[c]] = c
-    return out
-
-
 def run_anchors(parent: np.ndarray, rows: np.ndarray, flagged: np.ndarray, hops: int = ANCHOR_HOPS):
     """The unflagged nodes that bracket the flagged run through each of ``rows``.
 
@@ -131,7 +123,7 @@ def run_anchors(parent: np.ndarray, rows: np.ndarray, flagged: np.ndarray, hops:
     n_up, n_down : (n,) int
         Hops walked each way.
     """
-    first_child = _first_child(parent)
+    first_child = graph.first_child(parent)
     up = np.asarray(rows, dtype=np.int64).copy()
     down = up.copy()
     n_up = np.zeros(len(up), np.int64)
@@ -177,7 +169,7 @@ def fibre_directions(xyz: np.ndarray, parent: np.ndarray, rows: np.ndarray, flag
         Unit vectors; (1, 0, 0) where the nodes around give no direction.
     """
     up, down, _, _ = run_anchors(parent, rows, flagged, hops)
-    first_child = _first_child(parent)
+    first_child = graph.first_child(parent)
     same = up == down
     up = np.where(same & (parent[up] >= 0), parent[np.maximum(up, 0)], up)
     down = np.where(same & (first_child[down] >= 0), first_child[np.maximum(down, 0)], down)
@@ -258,7 +250,7 @@ def anchor_path(xyz: np.ndarray, parent: np.ndarray, rows: np.ndarray, flagged: 
     start = np.where(ok_up[:, None], xyz[up], xyz[down])
     end = np.where(both[:, None], xyz[down], start)
     # A lone anchor: the fibre leaves it in the direction it arrives in from outside the run.
-    first_child = _first_child(parent)
+    first_child = graph.first_child(parent)
     outer_up = up.copy()
     outer_down = down.copy()
     for _ in range(OUTER_HOPS):

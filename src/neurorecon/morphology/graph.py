@@ -42,6 +42,14 @@ def children_csr(parent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return offsets, rows
 
 
+def first_child(parent: np.ndarray) -> np.ndarray:
+    """First child row of each node in file order (-1 for tips)."""
+    out = np.full(len(parent), -1, dtype=np.int64)
+    c = np.flatnonzero(parent >= 0)[::-1]           # reversed: the first child in file order wins
+    out[parent[c]] = c
+    return out
+
+
 def edge_lengths(xyz: np.ndarray, parent: np.ndarray) -> np.ndarray:
     has = parent >= 0
     out = np.zeros(len(parent))
