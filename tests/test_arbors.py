@@ -83,3 +83,21 @@ def test_arbor_gives_a_labelled_sample():
     assert s is not None
     assert len(s.label) == len(s.trace) and s.label.sum() > 0
     assert (graph.child_counts(s.trace.parent) >= 2).sum() >= 5      # the crop really is branched
+
+
+def test_missing_data_folder_is_an_error_not_fewer_neurons(tmp_path, monkeypatch):
+    # Run from the wrong folder, `train` used to go on with the synthetic arbors alone.
+    monkeypatch.setenv("NEURORECON_DATA", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="mouse_wholebrain_axons"):
+        load_sources(TRAIN_SOURCES)
+
+
+def test_synth_cli_reports_missing_data_folder(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from neurorecon.cli import app
+
+    monkeypatch.setenv("NEURORECON_DATA", str(tmp_path / "nowhere"))
+    res = CliRunner().invoke(app, ["synth", "--out", str(tmp_path / "crops"), "-n", "1", "--split", "train"])
+    assert res.exit_code == 1
+    assert "no such folder" in res.output and "Traceback" not in res.output

@@ -270,7 +270,10 @@ def synth(
         _fail("--size takes three numbers of at least 16 µm")
     if not overwrite and out.is_dir() and any(out.glob("crop_*")):
         _fail(f"{out} already holds crops; pass --overwrite to replace them")
-    golds = load_sources(TRAIN_SOURCES if split == "train" else HELDOUT_SOURCES)
+    try:
+        golds = load_sources(TRAIN_SOURCES if split == "train" else HELDOUT_SOURCES)
+    except FileNotFoundError as e:
+        _fail(str(e), 1)
     if not golds:
         _fail("no source neurons found (../shared/data/morphologies, or set NEURORECON_DATA)", 1)
     for i in range(n):

@@ -75,7 +75,10 @@ def load_sources(sources, data_dir: Path | None = None, min_nodes: int = 30) -> 
         if src == "navis:hemibrain":
             files, scale = _navis_swcs(), 0.008
         else:
-            files, scale = sorted(glob.glob(str(data_dir / "morphologies" / src / "*.swc"))), 1.0
+            folder = data_dir / "morphologies" / src
+            if not folder.is_dir():   # silently training on fewer neurons would be worse than stopping
+                raise FileNotFoundError(f"{folder}: no such folder (set $NEURORECON_DATA to the shared data folder)")
+            files, scale = sorted(glob.glob(str(folder / "*.swc"))), 1.0
         for f in files:
             n = read_swc(f, strict=False)
             if len(n) >= min_nodes:
