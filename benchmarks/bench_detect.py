@@ -28,8 +28,9 @@ What it does:
 
    under ``/usr/bin/time -v`` (wall time, peak RSS, CPU share); and, in a child Python process,
    the same call path (:func:`neurorecon.detect.api.detect`) with timers wrapped around its stages
-   (feature extraction, split into image reading / image measurement / rule checks / the rest;
-   inference; corrections). ``--reps`` repeats of each; best and range are reported.
+   (feature extraction, split into image reading / image measurement / the trace features of the
+   worker thread / the image features; waiting for the model, which loads in a thread as in the
+   CLI; inference; corrections). ``--reps`` repeats of each; best and range are reported.
 4. Writes (or replaces) the section "## AI error detection speed" in ``--out`` and keeps the rest
    of that file.
 
@@ -42,6 +43,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import glob
+import gzip
 import hashlib
 import json
 import os
@@ -401,9 +403,11 @@ def _time_cmd(cmd: list[str]) -> dict:
                 cpu=(user + sys_) / wall, stdout=r.stdout.strip())
 
 
-# The in-process worker: the same call path as the CLI (read, open, load, detect, write) with
-# timers wrapped around the stages of detect(). Nested timers: compute_features contains measure
-# (which contains the volume reads and the per-block work), the rule checks and the rest.
+# The in-process worker: the same call path as the CLI (load in a thread; read, open, detect, write)
+# with timers wrapped around the stages of detect(). Nested timers: compute_features contains
+# measure (which contains the volume reads and the per-block work), the trace features (in a worker
+# thread, during measure; they contain the rule checks and the proximity search) and the image
+# features.
 _WORKER = r'''
 import json, os, resource, sys, time
 T0 = time.perf_counter()
@@ -440,15 +444,26 @@ def counting_read(self, lo, hi, fill=0):
 volume_mod.Volume.read = timed("volume_read", counting_read)
 api.compute_features = timed("features", api.compute_features)
 features.measure = timed("image_measure", features.measure)
+features._trace_features = timed("trace_features", features._trace_features)
+features._image_features = timed("image_features", features._image_features)
 features._check_hits = timed("rule_checks", features._check_hits)
 features._proximity = timed("proximity", features._proximity)
 image_features._Block = type("_Block", (image_features._Block,), {"__init__": timed("block_prepare", image_features._Block.__init__)})
 image_features._measure_rows = timed("block_sample", image_features._measure_rows)
 model_mod.Detector.predict = timed("inference", model_mod.Detector.predict)
 
+# As the CLI does: the model loads in a thread while the trace is read and its features computed;
+# detect() waits for it ("model_wait") when it needs it.
+from concurrent.futures import Future, ThreadPoolExecutor
+class WaitTimed(Future):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+    def result(self, timeout=None):
+        return timed("model_wait", self.inner.result)(timeout)
+det = WaitTimed(ThreadPoolExecutor(1).submit(timed("load_model", model_mod.load_detector), model or None))
 t = time.perf_counter(); neuron = read_swc(trace); T["read_swc"] = time.perf_counter() - t
 t = time.perf_counter(); vol = open_volume(image); T["open_volume"] = time.perf_counter() - t
-t = time.perf_counter(); det = model_mod.load_detector(model or None); T["load_model"] = time.perf_counter() - t
 rss_before = rss_now()
 hwm_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 if prof:
@@ -539,7 +554,8 @@ def model_desc(model: str | None) -> str:
     folder = Path(model) if model else MODEL_DIR
     try:
         meta = json.loads((folder / "meta.json").read_text())
-        text = (folder / "detector.txt").read_text()
+        gz = folder / "detector.txt.gz"
+        text = gzip.decompress(gz.read_bytes()).decode() if gz.exists() else (folder / "detector.txt").read_text()
         trees = text.count("\nTree=")
     except OSError:
         return f"`{_rel(folder)}`"
@@ -643,8 +659,9 @@ def render_section(R: dict, args, command: str) -> str:
     w("")
     w("### In process: where the time goes")
     w("")
-    w("A child Python process runs the CLI's call path (`read_swc`, `open_volume`, `load_detector`, "
-      "`neurorecon.detect.api.detect`, `Detection.write_csv`) with timers wrapped around the stages of `detect`. "
+    w("A child Python process runs the CLI's call path (`load_detector` in a thread from the start; `read_swc`, "
+      "`open_volume`, `neurorecon.detect.api.detect`, `Detection.write_csv`) with timers wrapped around the stages "
+      "of `detect`. "
       f"Best of {len(inp)} runs by `detect` time (range in brackets); rates are {nodes:,} nodes ÷ that time.")
     w("")
     w("| stage | time | nodes/s | share of `detect` |")
@@ -664,22 +681,31 @@ def render_section(R: dict, args, command: str) -> str:
     row("sampling disks, shells, edges, cones; background percentiles (`_measure_rows`)", "block_sample", 3)
     rest = bt["image_measure"] - bt.get("block_prepare", 0) - bt.get("block_sample", 0)
     w(f"| {'&nbsp;' * 12}rest of `measure` (frames, edge points, planning the bricks) | {rest:.2f} s | | {rest / bt['detect'] * 100:.0f}% |")
-    row("rule-check hits (`check_neuron`)", "rule_checks", 2)
-    row("proximity (close pairs)", "proximity", 2)
-    other = bt["features"] - bt.get("image_measure", 0) - bt.get("rule_checks", 0) - bt.get("proximity", 0)
-    w(f"| {'&nbsp;' * 8}other features (morphology, types, contrast, neighbourhood) | {other:.2f} s | | {other / bt['detect'] * 100:.0f}% |")
+    row("trace features, in a worker thread during the image measurement (`_trace_features`: morphology, "
+        "node types, rule checks)", "trace_features", 2)
+    row("rule-check hits (`check_neuron`)", "rule_checks", 3)
+    row("proximity (close pairs)", "proximity", 3)
+    row("image features from the measurements (`_image_features`: contrast, normalisation, neighbourhood)",
+        "image_features", 2)
+    other = bt["features"] - bt.get("image_measure", 0) - bt.get("image_features", 0)
+    w(f"| {'&nbsp;' * 8}rest (waiting for the trace features, assembling the table) | {other:.2f} s | | "
+      f"{other / bt['detect'] * 100:.0f}% |")
+    row("waiting for the model (`load_detector`, in a thread from the start)", "model_wait", 1, show_rate=False)
     row("inference (`Detector.predict`, both LightGBM models)", "inference", 1)
-    corr = bt["detect"] - bt["features"] - bt["inference"]
+    corr = bt["detect"] - bt["features"] - bt.get("model_wait", 0) - bt["inference"]
     w(f"| {'&nbsp;' * 4}proposed corrections (`propose`) | {corr:.2f} s | | {corr / bt['detect'] * 100:.0f}% |")
     w("")
+    w("Stages in worker threads overlap the others (the trace features run during the image measurement, the "
+      "model loads during everything before inference), so their rows do not add up to `detect`.")
+    w("")
     w(f"Outside `detect`: import {bt['import']:.2f} s, `read_swc` {bt['read_swc']:.2f} s, `open_volume` {bt['open_volume']:.2f} s, "
-      f"`load_detector` {bt['load_model']:.2f} s, `write_csv` {bt['write_csv']:.2f} s; worker total {bt['total']:.1f} s. "
-      f"{b['flagged']:,} nodes flagged, {b['n_features']} features per node.")
+      f"`write_csv` {bt['write_csv']:.2f} s; `load_detector` {bt['load_model']:.2f} s in its thread; worker total "
+      f"{bt['total']:.1f} s. {b['flagged']:,} nodes flagged, {b['n_features']} features per node.")
     rd = b["reads"]
     w("")
     w(f"Image reads: {rd['calls']:,} boxes, {rd['voxels'] / 1e6:,.0f} M voxels in all ({rd['voxels'] / vol_bytes:.2f}× the volume), "
       f"largest box {rd['max_voxels'] / 1e6:.1f} M voxels ({mib(rd['max_voxels'])} as uint8, {mib(4 * rd['max_voxels'])} as float32). "
-      f"RSS in the worker: {mib(b['rss_before_detect'])} after imports, trace and model are loaded; peak {mib(b['peak_rss'])}.")
+      f"RSS in the worker: {mib(b['rss_before_detect'])} after the imports and the trace are loaded (the model is loading in its thread); peak {mib(b['peak_rss'])}.")
     if R.get("profile"):
         w("")
         w(f"### Hot spots (cProfile, one extra in-process run; profiling inflates the total to {R['profile_total']:.1f} s)")

@@ -72,6 +72,14 @@ def test_node_on_fibre_not_flagged_and_shifted_in_z_is(scene, detector):
     assert segment_distance(np.array([fx.params["xyz"]]), fine[:-1], fine[1:])[0] < 1.0
 
 
+def test_spacing_outside_training_range_is_warned(scene, detector):
+    image, _ = scene
+    vol = open_volume(image, voxel_size=VS)
+    assert detect(_trace(_arc(32)), vol, detector=detector).warnings == []       # ~2.6 µm spacing
+    dense = detect(_trace(_arc(100)), vol, detector=detector)                       # ~0.8 µm spacing
+    assert len(dense.warnings) == 1 and "spacing" in dense.warnings[0]
+
+
 def test_axes_convention_swapping_x_and_z_is_flagged(scene, detector):
     image, _ = scene
     pts = _arc(32)
@@ -108,8 +116,19 @@ def test_shipped_model_loads_without_network(monkeypatch):
     det = load_detector()
     assert len(det.names) > 20
     assert "heldout" in det.meta and det.meta["heldout"]["all"]["auc"] > 0.5
-    p, reason = det.predict(np.zeros((3, len(det.names)), np.float32), det.names)
+    assert det.context is not None          # the second look over the tree ships too
+    p, reason = det.predict(np.zeros((3, len(det.names)), np.float32), det.names, np.array([-1, 0, 1]))
     assert p.shape == (3,) and np.all((p >= 0) & (p <= 1))
+
+
+def test_context_model_needs_the_tree(detector):
+    from neurorecon.detect.model import ModelError
+
+    X = np.zeros((3, len(detector.names)), np.float32)
+    with pytest.raises(ModelError, match="parent rows"):
+        detector.predict(X, detector.names)
+    with pytest.raises(ModelError, match="parent rows"):
+        detector.predict(X, detector.names, np.array([-1, 0]))
 
 
 def test_feature_mismatch_is_refused(detector):
@@ -218,6 +237,7 @@ def test_train_tiny_configuration(tmp_path):
     det = load_detector(tmp_path / "m")
     assert det.names == rep.detector.names
     assert "all" in det.meta["heldout"]
+    assert det.context is not None and det.meta["context_features"]
 
 
 def test_prune_proposals_take_whole_flagged_stretches_only():
@@ -239,3 +259,22 @@ def test_prune_proposals_take_whole_flagged_stretches_only():
     p[5] = 0.6                                          # the stretch head is not sure enough
     fixes = propose(neuron, p, flagged, reason, np.zeros((n, 3)), np.zeros(n), lambda a, b: np.zeros(len(a)))
     assert all(f is None for f in fixes)
+
+
+def test_gap_ends_find_each_other():
+    """Two pieces with a 6 µm gap between a tip and a root that face each other: each end names the
+    other; a piece off to the side pointing away gets a partner only if it is aimed at one."""
+    from neurorecon.detect.features import _end_partners
+    from neurorecon.morphology import graph
+
+    xyz = np.array([[x, 0, 0] for x in range(0, 11, 2)] + [[x, 0, 0] for x in range(16, 27, 2)]
+                   + [[12, 8, 0], [12, 14, 0]], float)
+    parent = np.array([-1, 0, 1, 2, 3, 4, -1, 6, 7, 8, 9, 10, -1, 12])
+    root = graph.ancestor_sums(parent)[0]
+    out = _end_partners(xyz, parent, graph.first_child(parent), graph.child_counts(parent), root)
+    dist, aim, back = out["end_partner_dist"], out["end_partner_aim"], out["end_partner_back"]
+    assert dist[5] == pytest.approx(6.0) and dist[6] == pytest.approx(6.0)     # the gap's two ends
+    assert aim[5] == pytest.approx(1.0) and back[5] == pytest.approx(1.0)
+    assert dist[0] == 20.0 and dist[11] == 20.0                                # ends facing away: none
+    assert dist[3] == 20.0                                                     # not an end
+    assert back[12] < 0.5                                                      # aimed at the gap, not answered

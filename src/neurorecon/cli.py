@@ -174,6 +174,8 @@ def detect(
     Conventions: SWC x, y, z in µm; a 3D image is indexed [z, y, x]; the centre of voxel [k, j, i]
     is at (i*VX, j*VY, k*VZ).
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from .detect.api import DetectError, detect as run_detect
     from .detect.model import ModelError, load_detector
     from .io.swc import SwcParseError, read_swc
@@ -184,19 +186,26 @@ def detect(
         _fail(f"{out} exists; pass --overwrite to replace it")
     if not trace.is_file():
         _fail(f"{trace}: no such file")
-    try:
-        neuron = read_swc(trace)
-        volume = open_volume(image, voxel_size=vs)
+    if model is not None and not model.is_dir():
+        _fail(f"{model}: no such folder")
+    # The model loads (LightGBM's import and the trees' parse, ~0.4 s) in a thread while the trace
+    # is read and its features are computed; detect() waits for it when it needs it.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="neurorecon-model") as ex:
+        detector = ex.submit(load_detector, model)
+        try:
+            neuron = read_swc(trace)
+            volume = open_volume(image, voxel_size=vs)
+        except (SwcParseError, VolumeError) as e:
+            _fail(str(e))
         if vs is None and not volume.voxel_size_known:
             _fail(f"{image}: the voxel size is not recorded in the file; give --voxel-size VX VY VZ")
-        detector = load_detector(model)
-    except (SwcParseError, VolumeError, ModelError) as e:
-        _fail(str(e))
-    advance, stop = _progress(len(neuron), "scoring nodes")
-    try:
-        result = run_detect(neuron, volume, detector=detector, threshold=threshold, progress=advance)
-    finally:
-        stop()
+        advance, stop = _progress(len(neuron), "scoring nodes")
+        try:
+            result = run_detect(neuron, volume, detector=detector, threshold=threshold, progress=advance)
+        except ModelError as e:
+            _fail(str(e))
+        finally:
+            stop()
     try:
         result.write_csv(out, overwrite=overwrite)
     except (DetectError, OSError) as e:
@@ -219,6 +228,8 @@ def _voxel_size(values):
 def _print_detection(result, out: Path) -> None:
     from collections import Counter
 
+    for w in result.warnings:
+        typer.echo(f"warning: {w}", err=True)
     flagged = result.flagged
     by_reason = Counter(result.reason[flagged].tolist())
     n_fix = sum(f is not None for f in result.fixes)
@@ -333,6 +344,27 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except SystemExit as e:       # how typer ends every run, successful or not
+        _exit(e.code)
+
+
+def _exit(code) -> None:
+    """End the process without tearing the interpreter down: freeing every module and object one
+    by one (numpy, scipy, LightGBM and the pandas it imports) takes 0.1-0.3 s that a finished
+    command has no use for. atexit handlers still run and the standard streams are flushed."""
+    import atexit
+    import os
+
+    if code is not None and not isinstance(code, int):     # sys.exit("message"), as Python prints it
+        print(code, file=sys.stderr)
+        code = 1
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):     # a closed pipe: nothing more can be said there
+            pass
+    os._exit(code or 0)
 
 
 if __name__ == "__main__":

@@ -104,6 +104,7 @@ class Split:
     source: np.ndarray      # index of the gold neuron per node
     crop: np.ndarray        # crop number per node
     names: tuple
+    parent: np.ndarray      # parent row within the split (-1 at roots; crops are separate trees)
 
 
 def draw_sample(golds: list, i: int, seed: int, heldout: bool, size=(80.0, 80.0, 48.0)):
@@ -150,7 +151,7 @@ def _features_of(args):
         return None
     s, g = drawn
     ft = compute_features(s.trace, open_volume(s.image, voxel_size=s.imaging.voxel_size))
-    return ft.X, s.label, s.etype, s.imaging.name, g, ft.names
+    return ft.X, s.label, s.etype, s.imaging.name, g, ft.names, ft.parent
 
 
 _GOLDS: list = []
@@ -181,9 +182,11 @@ def build_split(golds: list, n_crops: int, seed: int, heldout: bool, *, jobs: in
             if progress:
                 progress(1)
     results = [(k, r) for k, r in enumerate(results) if r is not None]
+    offsets = np.cumsum([0] + [len(r[1]) for _, r in results])[:-1]
+    parent = np.concatenate([np.where(r[6] >= 0, r[6] + o, -1) for (_, r), o in zip(results, offsets)])
     return Split(np.concatenate([r[0] for _, r in results]),
                  np.concatenate([r[1] for _, r in results]).astype(np.int8),
                  np.concatenate([r[2] for _, r in results]).astype(np.int8),
                  np.concatenate([np.full(len(r[1]), r[3], dtype=object) for _, r in results]),
                  np.concatenate([np.full(len(r[1]), r[4]) for _, r in results]),
-                 np.concatenate([np.full(len(r[1]), k) for k, r in results]), results[0][1][5])
+                 np.concatenate([np.full(len(r[1]), k) for k, r in results]), results[0][1][5], parent)

@@ -1,10 +1,11 @@
 """The learned detector: gradient-boosted trees over the per-node features.
 
-Two LightGBM models ship in ``neurorecon/detect/models/`` (LightGBM's text format, gzipped:
-a quarter of the size): ``detector.txt.gz`` gives p(error) per node, ``reasons.txt.gz`` (trained on
-error nodes only) names the most likely kind of error, which is
-reported as the node's ``reason``. ``meta.json`` records the feature names (the table must match
-them exactly), the training command and the held-out numbers.
+Three LightGBM models ship in ``neurorecon/detect/models/`` (LightGBM's text format, gzipped:
+a quarter of the size): ``detector.txt.gz`` gives a first p(error) per node from its features,
+``context.txt.gz`` the final p(error) from the first scores around the node in the tree
+(:mod:`neurorecon.detect.context`), and ``reasons.txt.gz`` (trained on error nodes only) names the
+most likely kind of error, which is reported as the node's ``reason``. ``meta.json`` records the
+feature names (the table must match them exactly), the training command and the held-out numbers.
 """
 
 from __future__ import annotations
@@ -31,18 +32,26 @@ class Detector:
     reasons: object
     names: tuple[str, ...]
     meta: dict
+    context: object = None      # second-look model over the first scores in the tree (None: first scores are final)
 
-    def predict(self, X: np.ndarray, names: tuple[str, ...], reason_threshold: float | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, X: np.ndarray, names: tuple[str, ...], parent: np.ndarray | None = None,
+                reason_threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """p(error) and the reason (error type name) for every row of the feature table.
 
-        With ``reason_threshold``, reasons are worked out only for rows with p at or above it
-        (the others get ""): the reason model is the larger of the two, and most nodes are fine."""
+        ``parent`` (parent rows, -1 at roots; :attr:`FeatureTable.parent`) is needed by a detector
+        with a context model. With ``reason_threshold``, reasons are worked out only for rows with p
+        at or above it (the others get ""): the reason model is large, and most nodes are fine."""
         if tuple(names) != tuple(self.names):
             raise ModelError("feature table does not match the model's features (retrain with `neurorecon train`)")
         if len(X) == 0:
             return np.zeros(0), np.zeros(0, dtype=object)
         p = np.asarray(self.booster.predict(X, num_threads=2))
+        if self.context is not None:
+            if parent is None or len(parent) != len(X):
+                raise ModelError("this detector reads each node's neighbours in the tree: pass the parent rows")
+            from .context import context_features
+
+            p = np.asarray(self.context.predict(context_features(parent, p), num_threads=2))
         rows = np.arange(len(X)) if reason_threshold is None else np.flatnonzero(p >= reason_threshold)
         reason = np.full(len(X), "", dtype=object)
         if len(rows):
@@ -55,7 +64,9 @@ class Detector:
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        for name, model in (("detector", self.booster), ("reasons", self.reasons)):
+        for name, model in (("detector", self.booster), ("reasons", self.reasons), ("context", self.context)):
+            if model is None:
+                continue
             atomic_write_bytes(folder / f"{name}.txt.gz", gzip.compress(model.model_to_string().encode(), mtime=0))
         atomic_write_text(folder / "meta.json", json.dumps({**self.meta, "features": list(self.names)}, indent=1))
 
@@ -69,9 +80,12 @@ def load_detector(folder: str | Path | None = None) -> Detector:
         meta = json.loads((folder / "meta.json").read_text())
         booster = lgb.Booster(model_str=gzip.decompress((folder / "detector.txt.gz").read_bytes()).decode())
         reasons = lgb.Booster(model_str=gzip.decompress((folder / "reasons.txt.gz").read_bytes()).decode())
+        context = None
+        if meta.get("context_features"):
+            context = lgb.Booster(model_str=gzip.decompress((folder / "context.txt.gz").read_bytes()).decode())
     except FileNotFoundError as e:
         raise ModelError(f"no trained detector in {folder} ({Path(e.filename).name} missing); run `neurorecon train`") from None
-    return Detector(booster, reasons, tuple(meta["features"]), meta)
+    return Detector(booster, reasons, tuple(meta["features"]), meta, context)
 
 
 PARAMS = dict(objective="binary", learning_rate=0.05, num_leaves=63, min_data_in_leaf=30, feature_fraction=0.8,
@@ -80,21 +94,53 @@ PARAMS = dict(objective="binary", learning_rate=0.05, num_leaves=63, min_data_in
 
 
 def fit(X, y, etype, names, *, seed: int = 0, rounds: int = 600, reason_rounds: int = 60,
-        valid: tuple | None = None, meta: dict | None = None) -> Detector:
-    """Train both models with fixed seeds (same data + seed -> same model)."""
+        valid: tuple | None = None, meta: dict | None = None, parent: np.ndarray | None = None,
+        groups: np.ndarray | None = None, folds: int = 4, context_rounds: int = 300) -> Detector:
+    """Train the models with fixed seeds (same data + seed -> same model).
+
+    ``valid`` is ``(X, y)`` or, with a context model, ``(X, y, parent)``. The context model is
+    trained when ``parent`` (parent rows of the training nodes) and ``groups`` (which crop each
+    node comes from) are given: on first scores predicted out of fold, crop by crop, by models
+    that never saw the crop, since scores of a model on its own training nodes are too good."""
     import lightgbm as lgb
 
-    params = {**PARAMS, "seed": seed}
-    pos = max(float(np.mean(y)), 1e-3)
-    params["scale_pos_weight"] = float(np.clip((1 - pos) / pos / 3.0, 1.0, 10.0))
-    dtrain = lgb.Dataset(X, y, feature_name=list(names), free_raw_data=False)
-    kw = {}
-    if valid is not None:
-        dvalid = lgb.Dataset(valid[0], valid[1], reference=dtrain)
-        kw = dict(valid_sets=[dvalid], callbacks=[lgb.early_stopping(60, verbose=False)])
-    booster = lgb.train(params, dtrain, num_boost_round=rounds, **kw)
+    params = _params(y, seed)
+    booster = _train(params, X, y, rounds, valid, list(names))
     err = y > 0
     rparams = {**PARAMS, "objective": "multiclass", "num_class": len(ERROR_TYPES), "num_leaves": 31, "seed": seed}
     reasons = lgb.train(rparams, lgb.Dataset(X[err], etype[err] - 1, feature_name=list(names)),
                         num_boost_round=reason_rounds)
-    return Detector(booster, reasons, tuple(names), dict(meta or {}, best_iteration=booster.best_iteration))
+    meta = dict(meta or {}, best_iteration=booster.best_iteration)
+    context = None
+    if parent is not None and groups is not None:
+        from .context import NAMES, context_features
+
+        first = np.zeros(len(y))
+        fold = np.asarray(groups) % folds
+        for k in range(folds):
+            out = fold == k
+            model = _train(params, X[~out], y[~out], booster.best_iteration or rounds, None, list(names))
+            first[out] = model.predict(X[out], num_threads=2)
+        cvalid = None
+        if valid is not None:
+            cvalid = (context_features(valid[2], booster.predict(valid[0], num_threads=2)), valid[1])
+        context = _train(_params(y, seed), context_features(parent, first), y, context_rounds, cvalid, list(NAMES))
+        meta.update(context_features=list(NAMES), context_best_iteration=context.best_iteration)
+    return Detector(booster, reasons, tuple(names), meta, context)
+
+
+def _params(y: np.ndarray, seed: int) -> dict:
+    pos = max(float(np.mean(y)), 1e-3)
+    return {**PARAMS, "seed": seed, "scale_pos_weight": float(np.clip((1 - pos) / pos / 3.0, 1.0, 10.0))}
+
+
+def _train(params: dict, X, y, rounds: int, valid: tuple | None, names: list):
+    """One binary booster, early-stopped on ``valid`` (its first two items) when given."""
+    import lightgbm as lgb
+
+    dtrain = lgb.Dataset(X, y, feature_name=names, free_raw_data=False)
+    kw = {}
+    if valid is not None:
+        dvalid = lgb.Dataset(valid[0], valid[1], reference=dtrain)
+        kw = dict(valid_sets=[dvalid], callbacks=[lgb.early_stopping(60, verbose=False)])
+    return lgb.train(params, dtrain, num_boost_round=rounds, **kw)

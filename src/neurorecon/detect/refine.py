@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..morphology import graph
+from ..morphology.spatial import cross_pairs
 
 # Sampling.
 SEARCH_UM = 11.0        # how far along each search line (the errors shift nodes by up to 8 µm)
@@ -524,19 +525,16 @@ def _may_move(path: AnchorPath, p: np.ndarray) -> np.ndarray:
 
 def _traced_elsewhere(xyz, parent, rows, target, radius, hops) -> np.ndarray:
     """True where a trace node more than ``hops`` hops from the row lies within ``radius`` of its target."""
-    from scipy.spatial import cKDTree
-
     out = np.zeros(len(rows), bool)
     ok = np.isfinite(target).all(1)
     if not ok.any():
         return out
     idx = np.flatnonzero(ok)
-    near = cKDTree(xyz).query_ball_point(target[ok], radius)
-    counts = np.array([len(v) for v in near])
-    if counts.sum() == 0:
+    # The grid search, not scipy's KD-tree: importing scipy.spatial takes longer (0.2 s) than this.
+    i, other, _ = cross_pairs(target[ok], xyz, radius)
+    if len(i) == 0:
         return out
-    owner = np.repeat(idx, counts)
-    other = np.concatenate([np.asarray(v, dtype=np.int64) for v in near if len(v)])
+    owner = idx[i]
     far = ~graph.within_hops(parent, rows[owner], other, hops)
     np.logical_or.at(out, owner[far], True)
     return out

@@ -43,11 +43,12 @@ def train(out: str | Path | None, *, n_train: int = 1200, n_valid: int = 150, n_
     meta = {"command": f"neurorecon train --n-train {n_train} --n-valid {n_valid} --n-heldout {n_heldout} --seed {seed}",
             "train_sources": list(TRAIN_SOURCES), "heldout_sources": list(HELDOUT_SOURCES),
             "n_train_nodes": int(len(tr.y)), "n_train_errors": int(tr.y.sum())}
-    det = fit(tr.X, tr.y, tr.etype, tr.names, seed=seed, rounds=rounds, valid=(va.X, va.y), meta=meta)
+    det = fit(tr.X, tr.y, tr.etype, tr.names, seed=seed, rounds=rounds, valid=(va.X, va.y, va.parent), meta=meta,
+              parent=tr.parent, groups=tr.crop)
     heldout = {}
     if n_heldout and held_golds:
         ho = build_split(held_golds, n_heldout, seed + 2, True, jobs=jobs, progress=progress)
-        p, _ = det.predict(ho.X, ho.names, reason_threshold=np.inf)
+        p, _ = det.predict(ho.X, ho.names, ho.parent, reason_threshold=np.inf)
         names = _names(ho.etype)
         heldout["all"] = evaluate(ho.y, p, names).to_dict()
         for s in sorted(set(ho.setting.tolist())):
