@@ -452,18 +452,21 @@ image_features._Block = type("_Block", (image_features._Block,), {"__init__": ti
 image_features._measure_rows = timed("block_sample", image_features._measure_rows)
 model_mod.Detector.predict = timed("inference", model_mod.Detector.predict)
 
-# As the CLI does: the model loads in a thread while the trace is read and its features computed;
-# detect() waits for it ("model_wait") when it needs it.
+t = time.perf_counter(); neuron = read_swc(trace); T["read_swc"] = time.perf_counter() - t
+t = time.perf_counter(); vol = open_volume(image); T["open_volume"] = time.perf_counter() - t
+# As the CLI does: the model loads in a thread while the features are computed; detect() waits for
+# it ("model_wait") when it needs it.
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 class WaitTimed(Future):
     def __init__(self, inner):
         super().__init__()
         self.inner = inner
     def result(self, timeout=None):
+        if threading.current_thread() is not threading.main_thread():    # detect()'s own worker
+            return self.inner.result(timeout)
         return timed("model_wait", self.inner.result)(timeout)
 det = WaitTimed(ThreadPoolExecutor(1).submit(timed("load_model", model_mod.load_detector), model or None))
-t = time.perf_counter(); neuron = read_swc(trace); T["read_swc"] = time.perf_counter() - t
-t = time.perf_counter(); vol = open_volume(image); T["open_volume"] = time.perf_counter() - t
 rss_before = rss_now()
 hwm_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 if prof:
@@ -659,8 +662,8 @@ def render_section(R: dict, args, command: str) -> str:
     w("")
     w("### In process: where the time goes")
     w("")
-    w("A child Python process runs the CLI's call path (`load_detector` in a thread from the start; `read_swc`, "
-      "`open_volume`, `neurorecon.detect.api.detect`, `Detection.write_csv`) with timers wrapped around the stages "
+    w("A child Python process runs the CLI's call path (`read_swc`, `open_volume`, then `load_detector` in a thread "
+      "while `neurorecon.detect.api.detect` runs, `Detection.write_csv`) with timers wrapped around the stages "
       "of `detect`. "
       f"Best of {len(inp)} runs by `detect` time (range in brackets); rates are {nodes:,} nodes ÷ that time.")
     w("")
@@ -690,13 +693,13 @@ def render_section(R: dict, args, command: str) -> str:
     other = bt["features"] - bt.get("image_measure", 0) - bt.get("image_features", 0)
     w(f"| {'&nbsp;' * 8}rest (waiting for the trace features, assembling the table) | {other:.2f} s | | "
       f"{other / bt['detect'] * 100:.0f}% |")
-    row("waiting for the model (`load_detector`, in a thread from the start)", "model_wait", 1, show_rate=False)
-    row("inference (`Detector.predict`, both LightGBM models)", "inference", 1)
+    row("waiting for the model (`load_detector`, in a thread since `detect` began)", "model_wait", 1, show_rate=False)
+    row("inference (`Detector.predict`: the LightGBM models, and the context features between them)", "inference", 1)
     corr = bt["detect"] - bt["features"] - bt.get("model_wait", 0) - bt["inference"]
     w(f"| {'&nbsp;' * 4}proposed corrections (`propose`) | {corr:.2f} s | | {corr / bt['detect'] * 100:.0f}% |")
     w("")
     w("Stages in worker threads overlap the others (the trace features run during the image measurement, the "
-      "model loads during everything before inference), so their rows do not add up to `detect`.")
+      "model loads while the features are computed), so their rows do not add up to `detect`.")
     w("")
     w(f"Outside `detect`: import {bt['import']:.2f} s, `read_swc` {bt['read_swc']:.2f} s, `open_volume` {bt['open_volume']:.2f} s, "
       f"`write_csv` {bt['write_csv']:.2f} s; `load_detector` {bt['load_model']:.2f} s in its thread; worker total "

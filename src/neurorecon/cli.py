@@ -148,7 +148,11 @@ def fix(
 
 # ------------------------------------------------------------------------------ AI error detection
 def _progress(total: int, label: str):
-    """A rich progress bar on stderr; returns (advance, stop)."""
+    """A rich progress bar on stderr; returns (advance, stop). None where stderr is not a terminal
+    (a pipe, a file, a job's log): rich would not draw it there, and its import, set-up and
+    refresh thread still cost ~50 ms."""
+    if not sys.stderr.isatty():
+        return (lambda k=1: None), (lambda: None)
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     bar = Progress(TextColumn(label), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(),
@@ -188,18 +192,20 @@ def detect(
         _fail(f"{trace}: no such file")
     if model is not None and not model.is_dir():
         _fail(f"{model}: no such folder")
-    # The model loads (LightGBM's import and the trees' parse, ~0.4 s) in a thread while the trace
-    # is read and its features are computed; detect() waits for it when it needs it.
+    try:
+        neuron = read_swc(trace)
+        volume = open_volume(image, voxel_size=vs)
+    except (SwcParseError, VolumeError) as e:
+        _fail(str(e))
+    if vs is None and not volume.voxel_size_known:
+        _fail(f"{image}: the voxel size is not recorded in the file; give --voxel-size VX VY VZ")
+    advance, stop = _progress(len(neuron), "scoring nodes")
+    # The model loads (LightGBM's import and the trees' parse, ~0.4 s) in a thread while the
+    # features are computed; detect() waits for it when it needs it. The thread starts only after
+    # this one's own imports (tensorstore, rich): two threads importing packages at the same time
+    # can each find the other's modules half-initialised (an ImportError, now and then).
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="neurorecon-model") as ex:
         detector = ex.submit(load_detector, model)
-        try:
-            neuron = read_swc(trace)
-            volume = open_volume(image, voxel_size=vs)
-        except (SwcParseError, VolumeError) as e:
-            _fail(str(e))
-        if vs is None and not volume.voxel_size_known:
-            _fail(f"{image}: the voxel size is not recorded in the file; give --voxel-size VX VY VZ")
-        advance, stop = _progress(len(neuron), "scoring nodes")
         try:
             result = run_detect(neuron, volume, detector=detector, threshold=threshold, progress=advance)
         except ModelError as e:

@@ -110,7 +110,7 @@ def detect(neuron: Neuron, volume, *, detector=None, threshold: float = THRESHOL
         Its image.
     detector : Detector or concurrent.futures.Future, optional
         The model (:func:`neurorecon.detect.model.load_detector`), or a future that will hold it
-        (the CLI loads it in a thread while the trace is read); None: the shipped one, loaded in a
+        (the CLI loads it in a thread meanwhile); None: the shipped one, loaded in a
         worker thread while the features are computed (importing LightGBM and parsing the trees
         take ~0.4 s, on a core the feature computation leaves partly idle).
     threshold : float
@@ -129,7 +129,7 @@ def detect(neuron: Neuron, volume, *, detector=None, threshold: float = THRESHOL
             detector = ex.submit(load_detector)
         # The corrections sample the image through scipy.ndimage, whose import (~0.15 s: it brings
         # scipy.special) is done by the worker too, rather than between inference and the output.
-        ex.submit(importlib.import_module, "scipy.ndimage")
+        ex.submit(_import_after, detector, "scipy.ndimage")
         ft = compute_features(neuron, volume, progress=progress)
         if isinstance(detector, Future):
             detector = detector.result()
@@ -149,6 +149,18 @@ def detect(neuron: Neuron, volume, *, detector=None, threshold: float = THRESHOL
     fixes = propose(neuron, p, flagged, reason, np.where(moving[:, None], move_to - neuron.xyz, 0.0), moving,
                     sample_line)
     return Detection(neuron, p, reason, fixes, ft, threshold)
+
+
+def _import_after(loading, module: str) -> None:
+    """Import ``module`` once ``loading`` (a future) is done: LightGBM's import brings parts of scipy
+    too, and two threads importing parts of one package at the same time can each find the other's
+    modules half-initialised (an ImportError)."""
+    if isinstance(loading, Future):
+        try:
+            loading.result()
+        except Exception:     # raised again where the model is needed
+            pass
+    importlib.import_module(module)
 
 
 def _line_min(volume, a: np.ndarray, b: np.ndarray, bg: float, contrast: float) -> np.ndarray:
