@@ -124,7 +124,7 @@ def fit(X, y, etype, names, *, seed: int = 0, rounds: int = 600, reason_rounds: 
         cvalid = None
         if valid is not None:
             cvalid = (context_features(valid[2], booster.predict(valid[0], num_threads=2)), valid[1])
-        context = _train(_params(y, seed), context_features(parent, first), y, context_rounds, cvalid, list(NAMES))
+        context = _train(params, context_features(parent, first), y, context_rounds, cvalid, list(NAMES))
         meta.update(context_features=list(NAMES), context_best_iteration=context.best_iteration)
     return Detector(booster, reasons, tuple(names), meta, context)
 
