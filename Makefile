@@ -41,6 +41,7 @@ train: $(VENV)/.bench-installed
 # Held-out detection and correction numbers for docs/detection.md.
 detection-report: $(VENV)/.bench-installed
 	$(BIN)/python -m neurorecon.detect.benchmark --n 120 --seed 12345 --out docs/detection_heldout.md
+	$(BIN)/python -m neurorecon.detect.benchmark --n 60 --seed 12345 --spacing 1 --out docs/detection_heldout_1um.md
 
 bench-detect: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_detect.py --out docs/benchmarks.md

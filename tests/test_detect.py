@@ -278,3 +278,67 @@ def test_gap_ends_find_each_other():
     assert dist[0] == 20.0 and dist[11] == 20.0                                # ends facing away: none
     assert dist[3] == 20.0                                                     # not an end
     assert back[12] < 0.5                                                      # aimed at the gap, not answered
+
+
+def test_section_lengths_are_in_um_whatever_the_node_spacing():
+    """The same branched fibre sampled every 1 µm and every 3 µm gives the same section positions
+    and lengths (µm), capped far from branch points and tips."""
+    from neurorecon.detect.features import SECTION_CAP_UM, section_lengths
+    from neurorecon.morphology import graph
+
+    def tree(step):
+        # a 30 µm stem along x, then two 60 µm branches (up in y, down in y)
+        stem = [[x, 0.0, 0.0] for x in np.arange(0, 30 + 1e-9, step)]
+        b1 = [[30.0, y, 0.0] for y in np.arange(step, 60 + 1e-9, step)]
+        b2 = [[30.0, -y, 0.0] for y in np.arange(step, 60 + 1e-9, step)]
+        xyz = np.array(stem + b1 + b2)
+        ns, nb = len(stem), len(b1)
+        parent = np.r_[-1, np.arange(ns - 1), ns - 1, np.arange(ns, ns + nb - 1), ns - 1, np.arange(ns + nb, ns + 2 * nb - 1)]
+        return xyz, parent, ns, nb
+
+    out = {}
+    for step in (1.0, 3.0):
+        xyz, parent, ns, nb = tree(step)
+        s = section_lengths(parent, graph.edge_lengths(xyz, parent))
+        at = lambda x, y: int(np.flatnonzero(np.all(np.isclose(xyz, [x, y, 0.0]), axis=1))[0])   # noqa: E731
+        cols = [s[k][r] for r in (at(9, 0), at(30, 30), at(30, 60), at(30, -54)) for k in ("sec_pos", "sec_rest", "sec_len")]
+        out[step] = np.array(cols)
+    np.testing.assert_allclose(out[1.0], out[3.0])
+    cap = SECTION_CAP_UM
+    np.testing.assert_allclose(out[1.0], [9, 21, 30,          # on the stem, 9 µm from the root
+                                          30, 30, cap,        # half way along a 60 µm branch
+                                          cap, 0, cap,        # its tip
+                                          cap, 6, cap])       # 6 µm before the other tip
+
+
+def test_rare_error_types_weigh_as_much_as_common_ones():
+    from neurorecon.detect.errors import ERROR_CODE
+    from neurorecon.detect.model import type_weights
+
+    etype = np.array([0] * 50 + [ERROR_CODE["loop"]] * 40 + [ERROR_CODE["spur"]] * 20 + [ERROR_CODE["gap"]] * 8
+                     + [ERROR_CODE["early_stop"]] * 1)
+    y = (etype > 0).astype(int)
+    w = type_weights(y, etype, cap=10.0)
+    assert np.all(w[:50] == 1.0)                                    # correct nodes
+    assert np.all(w[50:90] == 1.0)                                  # the commonest kind is not scaled down
+    # median count of (40, 20, 8, 1) is 14: spur stays at 1, a gap node weighs 14/8, early stop 14 -> cap
+    assert np.all(w[90:110] == 1.0)
+    assert np.allclose(w[110:118], 14 / 8)
+    assert w[-1] == 10.0
+
+
+def test_end_clear_sees_a_fibre_going_on_past_a_tip_at_a_bend(scene):
+    """The end features: a trace stopped on the arc where the fibre goes on (bending) has bright
+    untraced signal beside its tip; the same trace stopped where the fibre really ends has none;
+    inner nodes get 0."""
+    from neurorecon.detect.features import compute_features
+
+    image, _ = scene
+    vol = open_volume(image, voxel_size=VS)
+    pts = _arc(32)
+    stopped = compute_features(_trace(pts[:14]), vol)         # the fibre goes on for ~45 µm
+    whole = compute_features(_trace(pts), vol)                # ends where the fibre ends
+    col = stopped.names.index("end_clear4")
+    assert stopped.X[13, col] > 0.5                           # normalised: about the fibre's contrast
+    assert whole.X[31, col] < 0.25
+    assert np.all(stopped.X[1:13, col] == 0) and np.all(whole.X[1:31, col] == 0)

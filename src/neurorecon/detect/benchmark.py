@@ -93,9 +93,9 @@ def score_sample(sample, detector, stats: CorrectionStats):
     return res
 
 
-def run_heldout(n_crops: int, seed: int, detector, *, progress=None, size=(80.0, 80.0, 48.0)):
-    """Generate ``n_crops`` held-out samples, run ``detect`` on each; returns (metrics per setting,
-    correction stats, node count, seconds spent in detect)."""
+def run_heldout(n_crops: int, seed: int, detector, *, progress=None, size=(80.0, 80.0, 48.0), spacing: float | None = None):
+    """Generate ``n_crops`` held-out samples (traced every ``spacing`` µm if given), run ``detect``
+    on each; returns (metrics per setting, correction stats, node count, seconds spent in detect)."""
     import time
 
     from .dataset import HELDOUT_SOURCES, draw_sample, load_sources
@@ -105,7 +105,7 @@ def run_heldout(n_crops: int, seed: int, detector, *, progress=None, size=(80.0,
     ys, ps, ns, settings = [], [], [], []
     spent = 0.0
     for i in range(n_crops):
-        drawn = draw_sample(golds, i, seed, True, size)
+        drawn = draw_sample(golds, i, seed, True, size, spacing)
         if drawn is None:
             continue
         s, _ = drawn
@@ -166,12 +166,14 @@ def main() -> None:  # pragma: no cover - used by `make detection-report`
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--seed", type=int, default=12345)
     ap.add_argument("--model", default=None)
+    ap.add_argument("--spacing", type=float, default=None, help="trace node spacing, µm (default: drawn, 1.5-3.5)")
     ap.add_argument("--out", default=None, help="write the markdown here")
     a = ap.parse_args()
     det = load_detector(a.model)
     t = time.time()
-    metrics, stats, n, spent = run_heldout(a.n, a.seed, det)
-    cmd = f"python -m neurorecon.detect.benchmark --n {a.n} --seed {a.seed}" + (f" --model {a.model}" if a.model else "")
+    metrics, stats, n, spent = run_heldout(a.n, a.seed, det, spacing=a.spacing)
+    cmd = (f"python -m neurorecon.detect.benchmark --n {a.n} --seed {a.seed}" + (f" --model {a.model}" if a.model else "")
+           + (f" --spacing {a.spacing:g}" if a.spacing else ""))
     md = markdown(metrics, stats, cmd)
     md += f"\n{n} nodes; detect() took {spent:.1f} s in all ({n / max(spent, 1e-9):.0f} nodes/s on small crops); run {time.time() - t:.0f} s.\n"
     print(md)

@@ -27,14 +27,16 @@ def logit(p: np.ndarray) -> np.ndarray:
     return np.log(q / (1 - q))
 
 
-def context_features(parent: np.ndarray, p: np.ndarray) -> np.ndarray:
+def context_features(parent: np.ndarray, p: np.ndarray, sec_pos: np.ndarray, sec_len: np.ndarray) -> np.ndarray:
     """(N, len(NAMES)) float32 table of the first scores ``p`` around each node.
 
     ``parent`` holds parent rows (-1 at roots) of a forest; every column is computed for all nodes
     at once. ``up{k}``/``down{k}``: the largest logit among the node and its ancestors /
     descendants at most k hops away; ``up10_hops``: how far up the largest of the 10 is;
     ``sec_*``: over the node's unbranched section (``sec_tip`` is the tip's logit where the section
-    ends in one, ``sec_start_parent`` the branch point it leaves from)."""
+    ends in one, ``sec_start_parent`` the branch point it leaves from). ``sec_pos`` and
+    ``sec_len`` (µm along the section, capped; the feature table's columns of the same names) are
+    passed through."""
     parent = np.asarray(parent, dtype=np.int64)
     n = len(parent)
     lp = logit(p)
@@ -46,7 +48,7 @@ def context_features(parent: np.ndarray, p: np.ndarray) -> np.ndarray:
         cols[f"up{k}"] = up[:, :k + 1].max(1)
         cols[f"down{k}"] = down[k]
     cols["up10_hops"] = up[:, 1:11].argmax(1) + 1 if n else np.zeros(0)
-    cols.update(_section(parent, lp))
+    cols.update(_section(parent, lp), sec_pos=sec_pos, sec_len=sec_len)
     return np.stack([np.asarray(cols[k], dtype=np.float32) for k in NAMES], axis=1) if n else \
         np.zeros((0, len(NAMES)), np.float32)
 
@@ -78,8 +80,6 @@ def _section(parent: np.ndarray, lp: np.ndarray) -> dict:
     tip = np.full(n, _NONE)
     ends = nc == 0
     tip[sec[ends]] = lp[ends]            # a section holds at most one tip
-    _, depth, _ = graph.ancestor_sums(parent)
     start_parent = parent[sec]
     return {"sec_max": smax[sec], "sec_mean": (np.bincount(sec, weights=lp, minlength=n) / np.maximum(size, 1))[sec],
-            "sec_tip": tip[sec], "sec_start_parent": np.where(start_parent >= 0, lp[np.maximum(start_parent, 0)], _NONE),
-            "sec_pos": depth - depth[sec], "sec_len": size[sec]}
+            "sec_tip": tip[sec], "sec_start_parent": np.where(start_parent >= 0, lp[np.maximum(start_parent, 0)], _NONE)}

@@ -22,6 +22,8 @@ from .render import Imaging
 TRAIN_SOURCES = ("mouse_wholebrain_axons", "cortical_cng", "synthetic:arbors")
 N_SYNTHETIC_ARBORS = 40
 HELDOUT_SOURCES = ("allen_v1", "neuromorpho_varied", "navis:hemibrain")
+#: Node spacing of training traces, µm (held-out traces: 1.5-3.5, :func:`neurorecon.detect.synth.make_sample`).
+TRAIN_SPACING_UM = (1.0, 3.5)
 
 #: Imaging settings of the held-out split; none lies inside the training ranges on every parameter.
 HELDOUT_IMAGING = (
@@ -107,9 +109,10 @@ class Split:
     parent: np.ndarray      # parent row within the split (-1 at roots; crops are separate trees)
 
 
-def draw_sample(golds: list, i: int, seed: int, heldout: bool, size=(80.0, 80.0, 48.0)):
+def draw_sample(golds: list, i: int, seed: int, heldout: bool, size=(80.0, 80.0, 48.0), spacing: float | None = None):
     """Crop number ``i`` of a split: a deterministic (seed, i) draw of gold neuron, imaging and crop.
-    Returns ``(sample, gold index)``; None if 20 draws found no crop with enough of a neuron."""
+    Returns ``(sample, gold index)``; None if 20 draws found no crop with enough of a neuron.
+    ``spacing`` (µm) fixes the trace's node spacing of a held-out crop (otherwise drawn)."""
     from .synth import make_sample
 
     rng = np.random.default_rng([seed, i])
@@ -122,7 +125,10 @@ def draw_sample(golds: list, i: int, seed: int, heldout: bool, size=(80.0, 80.0,
             gold = gold.with_changes(radius=gold.radius * rng.uniform(0.4, 3.0))
             if rng.random() < 0.5:
                 gold = without_soma_type(gold)
-        s = make_sample(gold, others, imaging, rng, size_um=size, reroot=0.0 if heldout else 0.3)
+        # Training traces are also sampled more densely than the held-out ones (1 µm, as many
+        # tracers and resampling tools leave them), so that spacing is learnt as a nuisance.
+        step = spacing if heldout else float(rng.uniform(*TRAIN_SPACING_UM))
+        s = make_sample(gold, others, imaging, rng, size_um=size, spacing=step, reroot=0.0 if heldout else 0.3)
         if s is not None:
             return s, g
     return None

@@ -17,8 +17,8 @@ import numpy as np
 
 from ..morphology import graph
 from ..morphology.neuron import Neuron
-from ..morphology.spatial import close_pairs
-from .image_features import SHELL_DIRS, RawImage, frames, measure
+from ..morphology.spatial import close_pairs, cross_pairs
+from .image_features import SHELL_DIRS, SHELL_R, RawImage, edge_points, frames, measure
 
 CHECK_HITS = ("loop", "duplicate_point", "overlapping_segments", "back_tracking", "z_jump", "long_edge", "type_change",
               "parent_type_violation", "multifurcation", "near_bifurcation", "abnormal_compartment")
@@ -72,6 +72,7 @@ def _image_features(raw: RawImage, xyz, parent, fc) -> tuple[np.ndarray, dict]:
     contrast = _contrast(raw, parent, block)
     img = _image(raw, contrast, block)
     img.update(_forward(raw, contrast, frames(xyz, parent, fc)[3]))
+    img.update(_end_clear(raw, contrast, xyz, parent))
     cols = dict(img)
     cols.update(_neighbourhood(parent, {k: img[k] for k in _SPREAD}))
     cols.update(_upstream(parent, img["turn_off"], k=12))
@@ -100,12 +101,9 @@ def _morphology(neuron: Neuron, parent, fc, spacing, volume) -> dict:
     turn = np.where(has_p & (fc >= 0), np.degrees(np.arccos(np.clip(cosang, -1, 1))), 0.0)
     # Turning at the parent too: a kink shows on both sides of a moved node.
     turn_parent = np.where(has_p, turn[np.maximum(parent, 0)], 0.0)
-    # Sections: hops to the section's end (tip or branch) downstream and to its start upstream.
-    sec = graph.section_ids(parent, nc)
     root, depth, _ = graph.ancestor_sums(parent)
-    sec_depth = depth - depth[sec]
-    sec_len = np.bincount(sec, minlength=n)[sec]
-    comp = np.bincount(root, minlength=n)[root]
+    section = section_lengths(parent, len_par, nc)
+    comp_cable = np.bincount(root, weights=len_par, minlength=n)[root]
     vs = np.asarray(volume.voxel_size, float)
     extent = (np.asarray(volume.shape[::-1]) - 1) * vs
     to_edge = np.minimum(xyz, extent - xyz)
@@ -115,12 +113,39 @@ def _morphology(neuron: Neuron, parent, fc, spacing, volume) -> dict:
         "edge_len": len_par / spacing, "child_edge_len": len_ch / spacing,
         "turn": turn, "turn_parent": turn_parent,
         "edge_dz": np.abs(d_par[:, 2]) / np.maximum(len_par, 1e-9),
-        "sec_pos": sec_depth, "sec_rest": sec_len - sec_depth - 1, "sec_len": sec_len,
-        "comp_size": np.log1p(comp),
+        **section,
+        "comp_cable": np.log1p(np.minimum(comp_cable, COMP_CAP_UM)),
         "to_edge_xy": np.minimum(to_edge[:, 0], to_edge[:, 1]), "to_edge_z": to_edge[:, 2],
         "near_other_comp": near_other, "near_far_node": near_far,
         **_end_partners(xyz, parent, fc, nc, root),
     }
+
+
+#: Path lengths are capped: what matters is how near a branch point, tip or type change a node is;
+#: beyond that, whole-neuron traces (sections of millimetres) would lie outside anything trained on.
+SECTION_CAP_UM = 40.0
+COMP_CAP_UM = 500.0
+TYPE_RUN_CAP_UM = 60.0
+
+
+def section_lengths(parent: np.ndarray, edge_um: np.ndarray, n_children: np.ndarray | None = None) -> dict:
+    """Path length (µm, capped at :data:`SECTION_CAP_UM`) from each node up to the branch point or
+    root its unbranched section leaves from (``sec_pos``), down to the section's end, a tip or
+    branch point (``sec_rest``), and of the whole section (``sec_len``). In µm rather than hops, so that a
+    trace sampled every 1 µm and one sampled every 3 µm read the same."""
+    n = len(parent)
+    nc = graph.child_counts(parent) if n_children is None else n_children
+    sec = graph.section_ids(parent, nc)
+    _, path, _ = graph.ancestor_sums(parent, edge_um)
+    # Measured from the branch point (or root) the section leaves, not its first node, which lies
+    # one edge further on: otherwise the edge length would show.
+    anchor = np.where(parent[sec] >= 0, parent[sec], sec)
+    pos = path - path[anchor]
+    length = np.zeros(n)
+    np.maximum.at(length, sec, pos)
+    length = length[sec]
+    cap = SECTION_CAP_UM
+    return {"sec_pos": np.minimum(pos, cap), "sec_rest": np.minimum(length - pos, cap), "sec_len": np.minimum(length, cap)}
 
 
 def _end_partners(xyz, parent, fc, nc, root, reach: float = 20.0) -> dict:
@@ -202,15 +227,15 @@ def _types(neuron: Neuron, parent) -> dict:
     child_differs[parent[c[t[c] != t[parent[c]]]]] = True
     # Where this node's run of equal type began, and whether that was a root/soma.
     run_start = graph.nearest_marked_ancestor(parent, differs_parent)
-    root, depth, _ = graph.ancestor_sums(parent)
-    hops_to_change = np.minimum(depth - depth[run_start], 30)
+    root, path, _ = graph.ancestor_sums(parent, graph.edge_lengths(neuron.xyz, parent))
+    um_from_change = np.minimum(path - path[run_start], TYPE_RUN_CAP_UM)
     changed_from = np.where(parent[run_start] >= 0, t[np.maximum(parent[run_start], 0)], -1)
     starts_at_soma = (parent[run_start] < 0) | (changed_from == 1)
     key = root * 16 + np.clip(t, 0, 15)
     same_type = np.bincount(key, minlength=16 * n)[key] / np.bincount(root, minlength=n)[root]
     out = {f"type_{k}": t == k for k in (1, 2, 3, 4)}
     out.update({"type_differs_parent": differs_parent, "type_differs_child": child_differs,
-                "type_hops_from_change": hops_to_change, "type_run_not_from_soma": ~starts_at_soma,
+                "type_um_from_change": um_from_change, "type_run_not_from_soma": ~starts_at_soma,
                 "type_share": same_type})
     return out
 
@@ -340,6 +365,36 @@ def _forward(raw: RawImage, c: np.ndarray, ahead: np.ndarray) -> dict:
         val = (top - raw.background[:, None]) / c[:, None]
     val = np.where(np.isfinite(val), val, 0.0)
     return {"fwd_unexpl4": val[:, 0], "fwd_unexpl7": val[:, 1]}
+
+
+#: A shell point this far (µm) from every traced edge is untraced signal, z distances counted
+#: 1/Z_STRETCH: the blur is longer in z. Tighter than the coverage mask of the shell features.
+END_CLEAR_UM = 1.5
+Z_STRETCH = 1.6
+
+
+def _end_clear(raw: RawImage, c: np.ndarray, xyz: np.ndarray, parent: np.ndarray) -> dict:
+    """At trace ends (tips, roots of pieces): the brightest shell point at 4 and 7 µm that lies
+    clear of every traced edge (0 elsewhere).
+
+    A fibre that goes on past a tip often bends, or runs beside another traced branch for a while;
+    the shell features' coverage mask (2 µm, a box) then hides it. Measured exactly, and for the
+    ends only (a few % of the nodes), it still shows."""
+    n = len(xyz)
+    out = np.zeros((n, len(SHELL_R)))
+    nc = np.bincount(parent[parent >= 0], minlength=n)
+    ends = np.flatnonzero((nc == 0) | (parent < 0))
+    if len(ends) and n > 1:
+        offsets = np.asarray(SHELL_R)[:, None, None] * SHELL_DIRS[None]                 # (2, 40, 3)
+        pts = (xyz[ends, None, None, :] + offsets[None]).reshape(-1, 3)
+        stretch = np.array([1.0, 1.0, 1.0 / Z_STRETCH])
+        near = np.zeros(len(pts), bool)
+        near[cross_pairs(pts * stretch, edge_points(xyz, parent) * stretch, END_CLEAR_UM)[0]] = True
+        vals = np.where(near.reshape(len(ends), len(SHELL_R), -1) | np.isnan(raw.shell[ends]), -np.inf, raw.shell[ends])
+        with np.errstate(all="ignore"):
+            top = (vals.max(axis=2) - raw.background[ends, None]) / c[ends, None]
+        out[ends] = np.where(np.isfinite(top), top, 0.0)
+    return {f"end_clear{int(r)}": out[:, k] for k, r in enumerate(SHELL_R)}
 
 
 def _nanmean(v: np.ndarray) -> np.ndarray:

@@ -49,9 +49,7 @@ class Detector:
         if self.context is not None:
             if parent is None or len(parent) != len(X):
                 raise ModelError("this detector reads each node's neighbours in the tree: pass the parent rows")
-            from .context import context_features
-
-            p = np.asarray(self.context.predict(context_features(parent, p), num_threads=2))
+            p = np.asarray(self.context.predict(_context_table(parent, p, X, names), num_threads=2))
         rows = np.arange(len(X)) if reason_threshold is None else np.flatnonzero(p >= reason_threshold)
         reason = np.full(len(X), "", dtype=object)
         if len(rows):
@@ -105,7 +103,8 @@ def fit(X, y, etype, names, *, seed: int = 0, rounds: int = 600, reason_rounds: 
     import lightgbm as lgb
 
     params = _params(y, seed)
-    booster = _train(params, X, y, rounds, valid, list(names))
+    weight = type_weights(y, etype)
+    booster = _train(params, X, y, rounds, valid, list(names), weight)
     err = y > 0
     rparams = {**PARAMS, "objective": "multiclass", "num_class": len(ERROR_TYPES), "num_leaves": 31, "seed": seed}
     reasons = lgb.train(rparams, lgb.Dataset(X[err], etype[err] - 1, feature_name=list(names)),
@@ -113,20 +112,44 @@ def fit(X, y, etype, names, *, seed: int = 0, rounds: int = 600, reason_rounds: 
     meta = dict(meta or {}, best_iteration=booster.best_iteration)
     context = None
     if parent is not None and groups is not None:
-        from .context import NAMES, context_features
+        from .context import NAMES
 
         first = np.zeros(len(y))
         fold = np.asarray(groups) % folds
         for k in range(folds):
             out = fold == k
-            model = _train(params, X[~out], y[~out], booster.best_iteration or rounds, None, list(names))
+            model = _train(params, X[~out], y[~out], booster.best_iteration or rounds, None, list(names), weight[~out])
             first[out] = model.predict(X[out], num_threads=2)
         cvalid = None
         if valid is not None:
-            cvalid = (context_features(valid[2], booster.predict(valid[0], num_threads=2)), valid[1])
-        context = _train(params, context_features(parent, first), y, context_rounds, cvalid, list(NAMES))
+            cvalid = (_context_table(valid[2], booster.predict(valid[0], num_threads=2), valid[0], names), valid[1])
+        context = _train(params, _context_table(parent, first, X, names), y, context_rounds, cvalid, list(NAMES), weight)
         meta.update(context_features=list(NAMES), context_best_iteration=context.best_iteration)
     return Detector(booster, reasons, tuple(names), meta, context)
+
+
+def type_weights(y: np.ndarray, etype: np.ndarray, cap: float = 10.0) -> np.ndarray:
+    """Training weight per node: 1 for correct nodes; error nodes weighted so that rare error kinds
+    count about as much as the median kind (at most ``cap`` times). A loop or a spur labels dozens
+    of nodes, an early stop one tip: unweighted, the trees would learn the common kinds and leave
+    the rare ones below the threshold."""
+    w = np.ones(len(y))
+    err = np.asarray(y) > 0
+    codes = np.asarray(etype)[err].astype(np.int64)
+    if not len(codes):
+        return w
+    count = np.bincount(codes, minlength=len(ERROR_TYPES) + 1).astype(float)
+    ref = np.median(count[count > 0])
+    per_type = np.clip(ref / np.maximum(count, 1.0), 1.0, cap)
+    w[err] = per_type[codes]
+    return w
+
+
+def _context_table(parent, p, X, names) -> np.ndarray:
+    from .context import context_features
+
+    col = {n: k for k, n in enumerate(names)}
+    return context_features(parent, p, X[:, col["sec_pos"]], X[:, col["sec_len"]])
 
 
 def _params(y: np.ndarray, seed: int) -> dict:
@@ -134,11 +157,11 @@ def _params(y: np.ndarray, seed: int) -> dict:
     return {**PARAMS, "seed": seed, "scale_pos_weight": float(np.clip((1 - pos) / pos / 3.0, 1.0, 10.0))}
 
 
-def _train(params: dict, X, y, rounds: int, valid: tuple | None, names: list):
+def _train(params: dict, X, y, rounds: int, valid: tuple | None, names: list, weight=None):
     """One binary booster, early-stopped on ``valid`` (its first two items) when given."""
     import lightgbm as lgb
 
-    dtrain = lgb.Dataset(X, y, feature_name=names, free_raw_data=False)
+    dtrain = lgb.Dataset(X, y, weight=weight, feature_name=names, free_raw_data=False)
     kw = {}
     if valid is not None:
         dvalid = lgb.Dataset(valid[0], valid[1], reference=dtrain)
