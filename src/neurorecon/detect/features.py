@@ -382,8 +382,7 @@ def _end_clear(raw: RawImage, c: np.ndarray, xyz: np.ndarray, parent: np.ndarray
     ends only (a few % of the nodes), it still shows."""
     n = len(xyz)
     out = np.zeros((n, len(SHELL_R)))
-    nc = np.bincount(parent[parent >= 0], minlength=n)
-    ends = np.flatnonzero((nc == 0) | (parent < 0))
+    ends = np.flatnonzero((graph.child_counts(parent) == 0) | (parent < 0))
     if len(ends) and n > 1:
         offsets = np.asarray(SHELL_R)[:, None, None] * SHELL_DIRS[None]                 # (2, 40, 3)
         pts = (xyz[ends, None, None, :] + offsets[None]).reshape(-1, 3)
