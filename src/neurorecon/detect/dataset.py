@@ -112,7 +112,7 @@ class Split:
 def draw_sample(golds: list, i: int, seed: int, heldout: bool, size=(80.0, 80.0, 48.0), spacing: float | None = None):
     """Crop number ``i`` of a split: a deterministic (seed, i) draw of gold neuron, imaging and crop.
     Returns ``(sample, gold index)``; None if 20 draws found no crop with enough of a neuron.
-    ``spacing`` (µm) fixes the trace's node spacing of a held-out crop (otherwise drawn)."""
+    ``spacing`` (µm) fixes the trace's node spacing (otherwise drawn from the split's range)."""
     from .synth import make_sample
 
     rng = np.random.default_rng([seed, i])
@@ -127,7 +127,7 @@ def draw_sample(golds: list, i: int, seed: int, heldout: bool, size=(80.0, 80.0,
                 gold = without_soma_type(gold)
         # Training traces are also sampled more densely than the held-out ones (1 µm, as many
         # tracers and resampling tools leave them), so that spacing is learnt as a nuisance.
-        step = spacing if heldout else float(rng.uniform(*TRAIN_SPACING_UM))
+        step = spacing if spacing is not None or heldout else float(rng.uniform(*TRAIN_SPACING_UM))
         s = make_sample(gold, others, imaging, rng, size_um=size, spacing=step, reroot=0.0 if heldout else 0.3)
         if s is not None:
             return s, g
