@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 OUT ?= out/demo
 
-.PHONY: demo test bench bench-detect train detection-report install dev clean
+.PHONY: demo test bench bench-detect bench-convert train detection-report install dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ detection-report: $(VENV)/.bench-installed
 
 bench-detect: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_detect.py --out docs/benchmarks.md
+
+# Convert a generated 2 GB volume to OME-Zarr and precomputed (kill, resume, read back).
+bench-convert: $(VENV)/.installed
+	$(BIN)/python benchmarks/bench_convert.py --out docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

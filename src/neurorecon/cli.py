@@ -146,6 +146,52 @@ def fix(
         console.print(f"fixed SWC: {paths.swc}\nedit log: {paths.log}\nreview markers: {paths.apo}")
 
 
+# ------------------------------------------------------------------------------ volumes
+@app.command()
+def convert(
+    src: str = typer.Argument(..., help="3D TIFF, slice folder, OME-Zarr/zarr, N5 or Neuroglancer precomputed (path or URL)."),
+    dst: Path = typer.Argument(..., help="Output folder: OME-Zarr (a .zarr folder) or Neuroglancer precomputed."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="ome-zarr or precomputed (default: ome-zarr for .zarr, else precomputed)."),
+    voxel_size: Optional[Tuple[float, float, float]] = typer.Option(None, "--voxel-size", metavar="VX VY VZ", help="Voxel size in µm (default: from the file)."),
+    labels: Optional[bool] = typer.Option(None, "--labels/--image", help="Downsample by the mode (labels) or the mean (image); default: 32/64-bit integers are labels."),
+    chunks: Tuple[int, int, int] = typer.Option((64, 64, 64), "--chunks", metavar="CZ CY CX", help="Chunk shape."),
+    levels: Optional[int] = typer.Option(None, "--levels", min=1, help="Most pyramid levels (default: until one chunk holds the volume)."),
+    scale: int = typer.Option(0, "--scale", min=0, help="Level of a multiscale source to read."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+) -> None:
+    """Stream a volume into a multiscale OME-Zarr or precomputed volume; rerun to resume."""
+    from .io.convert import convert as run_convert
+    from .io.volume import VolumeError
+
+    bar = {}
+
+    def progress(done: int, total: int) -> None:
+        if not bar:
+            bar["advance"], bar["stop"] = _progress(total, "converting")
+            bar["advance"](done)
+        else:
+            bar["advance"](1)
+
+    try:
+        rep = run_convert(src, dst, fmt=fmt, voxel_size=voxel_size, labels=labels, chunks=chunks, levels=levels,
+                          scale=scale, overwrite=overwrite, progress=progress)
+    except VolumeError as e:
+        _fail(str(e))
+    except OSError as e:
+        _fail(f"{e.filename or dst}: {e.strerror or e}", 1)
+    finally:
+        if bar:
+            bar["stop"]()
+    plan = rep.plan
+    kind = "labels (mode)" if plan.labels else "image (mean)"
+    typer.echo(f"{dst}: {plan.fmt}, {plan.dtype} {kind}, {len(plan.levels)} levels")
+    for k, lv in enumerate(plan.levels):
+        typer.echo(f"  {k}: {lv.shape[2]} x {lv.shape[1]} x {lv.shape[0]} voxels (x, y, z) at "
+                   f"{lv.voxel_size[0]:g} x {lv.voxel_size[1]:g} x {lv.voxel_size[2]:g} µm")
+    resumed = f", resumed: {rep.skipped} of {rep.units} units were done before" if rep.skipped else ""
+    typer.echo(f"{rep.source_bytes / 1e6:.1f} MB in {rep.seconds:.1f} s ({rep.mb_per_s:.1f} MB/s){resumed}")
+
+
 # ------------------------------------------------------------------------------ AI error detection
 def _progress(total: int, label: str):
     """A rich progress bar on stderr; returns (advance, stop). None where stderr is not a terminal

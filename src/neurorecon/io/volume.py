@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Volume", "VolumeError", "open_volume", "write_tiff", "write_zarr"]
+__all__ = ["Volume", "VolumeError", "ome_attrs", "open_volume", "write_tiff", "write_zarr"]
 
 Box = tuple[slice, slice, slice]
 Reader = Callable[[Box], np.ndarray]
@@ -84,6 +84,8 @@ _UM_PER_UNIT = {
 }  # fmt: skip
 _AXIS_WORDS = {"c": "channel", "channel": "channel", "t": "time", "time": "time", "s": "RGB sample"}
 _IMAGEJ_DTYPES = ("uint8", "uint16", "int16", "float32")
+# Left inside its output by an unfinished neurorecon.io.convert run.
+_CONVERT_JOURNAL = ".neurorecon-convert.jsonl"
 
 
 class VolumeError(ValueError):
@@ -239,6 +241,8 @@ def open_volume(
     local = _local_path(location)
     if local is not None and not local.exists():
         raise VolumeError(f"{label}: no such file or directory")
+    if local is not None and (local / _CONVERT_JOURNAL).exists():
+        raise VolumeError(f"{label}: an unfinished conversion; run the same `neurorecon convert` again to finish it")
     if driver is None and local is not None:
         driver = _sniff_local(local, label)
     if driver in ("tiff", "slices"):
@@ -870,7 +874,7 @@ def write_zarr(
         _write_zarr_array(tmp / "0" if ome else tmp, arr, chunks)
         if ome:
             (tmp / ".zgroup").write_text(json.dumps({"zarr_format": 2}))
-            (tmp / ".zattrs").write_text(json.dumps(_ome_attrs(path.stem, vs), indent=1))
+            (tmp / ".zattrs").write_text(json.dumps(ome_attrs(path.stem, [vs]), indent=1))
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         elif path.exists() or path.is_symlink():
@@ -899,8 +903,15 @@ def _write_zarr_array(folder: Path, arr: np.ndarray, chunks: Sequence[int]) -> N
     store.write(arr).result()
 
 
-def _ome_attrs(name: str, voxel_size: tuple[float, float, float]) -> dict:
-    vx, vy, vz = voxel_size
+def ome_attrs(name: str, voxel_sizes: Sequence[Sequence[float]],
+              translations: Sequence[Sequence[float]] | None = None) -> dict:
+    """OME-Zarr v0.4 ``multiscales`` attributes for datasets ``"0"``, ``"1"``, ... with axes z, y, x
+    in micrometres; ``voxel_sizes`` and ``translations`` are ``(x, y, z)`` per level."""
     axes = [{"name": a, "type": "space", "unit": "micrometer"} for a in "zyx"]
-    dataset = {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [vz, vy, vx]}]}
-    return {"multiscales": [{"version": "0.4", "name": name, "axes": axes, "datasets": [dataset]}]}
+    datasets = []
+    for k, vs in enumerate(voxel_sizes):
+        transforms = [{"type": "scale", "scale": [float(v) for v in vs[::-1]]}]
+        if translations is not None and any(translations[k]):
+            transforms.append({"type": "translation", "translation": [float(v) for v in translations[k][::-1]]})
+        datasets.append({"path": str(k), "coordinateTransformations": transforms})
+    return {"multiscales": [{"version": "0.4", "name": name, "axes": axes, "datasets": datasets}]}
