@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 OUT ?= out/demo
 
-.PHONY: demo test bench bench-detect bench-convert train detection-report install dev clean
+.PHONY: demo test chromium screenshots bench bench-detect bench-convert train detection-report install dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,17 @@ dev: $(VENV)/.dev-installed
 demo: $(VENV)/.installed
 	$(BIN)/python -m neurorecon.demo --out $(OUT)
 
-test: $(VENV)/.dev-installed
+# The viewer tests drive headless Chromium (Debian packages; about 420 MB, once).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	command -v chromedriver >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium chromium-driver)
+
+test: $(VENV)/.dev-installed chromium
 	$(BIN)/python -m pytest -n 2 src tests
+
+# The review screenshots in docs/review.md, taken by the viewer tests.
+screenshots: $(VENV)/.dev-installed chromium
+	NEURORECON_SCREENSHOTS=docs/img/review $(BIN)/python -m pytest tests/test_review_browser.py
 
 bench: $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/bench_read_check.py --out docs/benchmarks.md

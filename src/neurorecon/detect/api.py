@@ -60,7 +60,7 @@ class Detection:
         rows = np.flatnonzero(self.flagged)
         rows = rows[np.argsort(-self.p_error[rows], kind="stable")]
         return [make_finding(f"detector.{self.reason[r]}", Severity.WARNING, self.neuron, [r],
-                             f"p(error) = {self.p_error[r]:.2f}: {_EXPLAIN.get(self.reason[r], self.reason[r])}",
+                             f"p(error) = {self.p_error[r]:.2f}: {REASON_TEXT.get(self.reason[r], self.reason[r])}",
                              self.fixes[r]) for r in rows.tolist()]
 
     def to_csv(self) -> str:
@@ -85,7 +85,8 @@ class Detection:
         return atomic_write_text(path, self.to_csv())
 
 
-_EXPLAIN = {
+#: What each reason means, in words (the HTML report and the review viewer show it).
+REASON_TEXT = {
     "off_signal_z": "the node lies off the fibre in depth (z)",
     "off_signal_xy": "the node lies beside the fibre",
     "jump": "the trace leaves its fibre and follows a neighbouring one",

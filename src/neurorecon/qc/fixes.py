@@ -22,6 +22,7 @@ from ..io.swc import format_swc, read_swc
 from ..morphology import graph
 from ..morphology.neuron import Neuron
 from .config import CheckConfig
+from .findings import Fix
 from .run import check_neuron
 
 #: Fix groups in the order they are applied; each pass applies one group, then re-checks.
@@ -89,8 +90,8 @@ def fix_neuron(neuron: Neuron, config: CheckConfig | None = None) -> FixResult:
         for f in (f for f in findings if f.check in group):
             neuron = _apply(neuron, f, edits)
     else:
-        return FixResult(_reindex(neuron, edits), edits, converged=False)
-    return FixResult(_reindex(neuron, edits), edits)
+        return FixResult(reindex(neuron, edits), edits, converged=False)
+    return FixResult(reindex(neuron, edits), edits)
 
 
 def _only(config: CheckConfig, ids: set[str]) -> CheckConfig:
@@ -110,16 +111,49 @@ def _record(neuron: Neuron, r: int) -> dict:
 
 
 def _apply(neuron: Neuron, finding, edits: list[Edit]) -> Neuron:
-    fx = finding.fix
-    p = fx.params
-    handler = _ACTIONS[fx.action]
-    result = handler(neuron, p)
-    if result is None:  # the nodes it names are gone or changed: a later pass re-checks
-        return neuron
+    # A fix that no longer applies (its nodes are gone or changed) is left: a later pass re-checks.
+    return apply_fix(neuron, finding.fix, finding.check, finding.message, edits)[0]
+
+
+def apply_fix(neuron: Neuron, fix: Fix, check: str, why: str, edits: list[Edit]) -> tuple[Neuron, bool]:
+    """Carry out one proposed fix and record it in ``edits``.
+
+    Parameters
+    ----------
+    neuron : Neuron
+    fix : Fix
+        One of :data:`FIX_ACTIONS` with its parameters (node ids refer to ``neuron``).
+    check : str
+        Who proposed it (a check id, ``detector.<reason>``), for the edit log.
+    why : str
+        The reason, for the edit log.
+    edits : list of Edit
+        Appended to when the fix is applied.
+
+    Returns
+    -------
+    (Neuron, bool)
+        The edited neuron and True, or ``neuron`` itself and False when the nodes the fix names
+        are gone or no longer fit it (nothing is recorded then).
+
+    Raises
+    ------
+    FixError
+        For an action outside :data:`FIX_ACTIONS` or parameters it lacks.
+    """
+    handler = _ACTIONS.get(fix.action)
+    if handler is None:
+        raise FixError(f"unknown fix action {fix.action!r} (known: {', '.join(sorted(_ACTIONS))})")
+    try:
+        result = handler(neuron, fix.params)
+    except (KeyError, TypeError, ValueError) as e:
+        raise FixError(f"fix {fix.action!r}: bad or missing parameter {e}") from None
+    if result is None:
+        return neuron, False
     new, node_rows, before, after = result
-    edits.append(Edit(fx.action, finding.check, neuron.ids[node_rows].tolist(), neuron.xyz[node_rows].round(4).tolist(),
-                      finding.message, before, after))
-    return new
+    edits.append(Edit(fix.action, check, neuron.ids[node_rows].tolist(), neuron.xyz[node_rows].round(4).tolist(),
+                      why, before, after))
+    return new, True
 
 
 def _drop_duplicate(n: Neuron, p):
@@ -226,6 +260,8 @@ def _prune(n: Neuron, p):
 
 _ACTIONS = {"move": _move, "prune": _prune, "drop_duplicate": _drop_duplicate, "renumber": _renumber, "cut": _cut, "delete": _delete,
             "merge": _merge, "relabel": _relabel, "bridge": _bridge}
+#: The fix actions :func:`apply_fix` knows (``reindex`` is done by :func:`reindex`).
+FIX_ACTIONS = tuple(_ACTIONS)
 
 
 def is_sorted(n: Neuron) -> bool:
@@ -233,7 +269,7 @@ def is_sorted(n: Neuron) -> bool:
     return bool(np.array_equal(n.ids, np.arange(1, len(n) + 1)) and np.all(n.parent < np.arange(len(n))))
 
 
-def _reindex(n: Neuron, edits: list[Edit]) -> Neuron:
+def reindex(n: Neuron, edits: list[Edit]) -> Neuron:
     """Sort depth-first from the soma tree's root and renumber 1..N (only if not sorted already)."""
     if is_sorted(n) or len(n) == 0:
         return n
@@ -304,17 +340,32 @@ def fix_file(src: str | os.PathLike, out: str | os.PathLike, config: CheckConfig
     """
     src, paths = Path(src), output_paths(out)
     if not dry_run:
-        for target in (paths.swc, paths.log, paths.apo):
-            if target.exists() and not overwrite:
-                what = "the input" if target.resolve() == src.resolve() else "an existing file"
-                raise FixError(f"{target} is {what}; pass --overwrite to replace it")
+        check_outputs(paths, [src], overwrite)
     neuron = read_swc(src)
     result = fix_neuron(neuron, config)
     if not dry_run:
         log = {"input": str(src), "output": str(paths.swc), "n_nodes_in": neuron.n_nodes,
-               "n_nodes_out": result.neuron.n_nodes, "converged": result.converged,
-               "edits": [e.to_dict() for e in result.edits]}
-        atomic_write_text(paths.apo, format_apo(edit_points(result.edits)))
-        atomic_write_text(paths.log, json.dumps(log, indent=1))
-        atomic_write_text(paths.swc, format_swc(result.neuron))
+               "n_nodes_out": result.neuron.n_nodes, "converged": result.converged}
+        write_outputs(paths, result.neuron, result.edits, log)
     return result, paths
+
+
+def check_outputs(paths: FixOutputs, inputs: list[str | os.PathLike], overwrite: bool) -> None:
+    """Raise :class:`FixError` if an output exists (naming it the input where it is one) and
+    ``overwrite`` is False."""
+    given = {Path(p).resolve() for p in inputs}
+    for target in (paths.swc, paths.log, paths.apo):
+        if target.exists() and not overwrite:
+            what = "the input" if target.resolve() in given else "an existing file"
+            raise FixError(f"{target} is {what}; pass --overwrite to replace it")
+
+
+def write_outputs(paths: FixOutputs, neuron: Neuron, edits: list[Edit], log: dict,
+                  extra_points: list[Point] = ()) -> None:
+    """Write the edited SWC, the JSON edit log (``log`` plus the edits) and the ``.apo`` markers
+    (one per located edit, then ``extra_points``), each atomically; the SWC last, so that its
+    presence means the log and markers beside it are complete."""
+    log = {**log, "edits": [e.to_dict() for e in edits]}
+    atomic_write_text(paths.apo, format_apo(edit_points(edits) + list(extra_points)))
+    atomic_write_text(paths.log, json.dumps(log, indent=1))
+    atomic_write_text(paths.swc, format_swc(neuron))

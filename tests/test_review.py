@@ -1,0 +1,326 @@
+"""The review loop without a browser: flags and their order, the REVIEW.json model (decisions,
+undo, resume, atomic writes, trace check), `apply`, and the CLI's answers to bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from neurorecon.cli import app
+from neurorecon.io import read_apo, read_swc
+from neurorecon.viewer.apply import apply_review
+from neurorecon.viewer.flags import Flag, ScoresError, collect_flags, order_flags, read_scores
+from neurorecon.viewer.session import ReviewError, ReviewSession
+
+runner = CliRunner()
+
+
+def start(sample, path=None):
+    neuron = read_swc(sample.trace)
+    return ReviewSession.start(path or sample.folder / "review.json", sample.trace,
+                               lambda: collect_flags(neuron, sample.scores))
+
+
+def scripted_review(session):
+    """accept, reject, accept, accept, reject, mark (with a note): the order of FLAG_KEYS."""
+    for d in ("accept", "reject", "accept", "accept", "reject"):
+        session.decide(d)
+    session.decide("error", "fibre continues: trace on")
+
+
+# ------------------------------------------------------------------------------ flags
+def test_flags_in_review_order(review_sample):
+    flags = collect_flags(read_swc(review_sample.trace), review_sample.scores)
+    assert [f.key for f in flags] == list(review_sample.flag_keys)
+    assert [f.source for f in flags] == ["rule"] * 2 + ["detector"] * 4
+    assert [f.p for f in flags[2:]] == [0.95, 0.9, 0.7, 0.6]
+    assert flags[0].fix == {"action": "relabel", "node_ids": [17], "type": 3}
+    assert flags[2].fix == {"action": "move", "node_id": 10, "xyz": [26.0, 20.0, 10.0]}
+    assert flags[2].xyz == (26.0, 23.5, 10.0)          # where the node is, from the trace
+    assert flags[5].fix is None and "trace stops" in flags[5].reason
+
+
+def test_threshold_and_rules_switch(review_sample):
+    n = read_swc(review_sample.trace)
+    assert [f.key for f in collect_flags(n, review_sample.scores, threshold=0.9, rules=False)] == ["detector:10", "detector:20"]
+    assert [f.key for f in collect_flags(n, review_sample.scores, threshold=0.2, rules=False)][-1] == "detector:8"
+
+
+def test_order_rule_errors_detector_by_p_then_warnings():
+    mk = lambda key, src, sev, p=None: Flag(key, 1, (0.0, 0.0, 0.0), src, "c", "", p, sev, None)  # noqa: E731
+    flags = [mk("info", "rule", "info"), mk("warn", "rule", "warning"), mk("d.5", "detector", "warning", 0.5),
+             mk("err", "rule", "error"), mk("d.9", "detector", "warning", 0.9), mk("err2", "rule", "error")]
+    assert [f.key for f in order_flags(flags)] == ["err", "err2", "d.9", "d.5", "warn", "info"]
+
+
+def test_flag_round_trips_through_json(review_sample):
+    for f in collect_flags(read_swc(review_sample.trace), review_sample.scores):
+        assert Flag.from_dict(json.loads(json.dumps(f.to_dict()))) == f
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "empty file"),
+    ("node,p\n1,0.5\n", "missing column(s) node_id, p_error"),
+    ("node_id,p_error\n1,high\n", "line 2: p_error 'high' is not a number"),
+    ("node_id,p_error\n1,0.5\n2,1.5\n", "line 3: p_error '1.5' is not in [0, 1]"),
+    ("node_id,p_error\n1.5,0.5\n", "node_id '1.5' is not an integer"),
+    ("node_id,p_error\n1,0.5\n1,0.6\n", "node id 1 is scored twice"),
+    ("node_id,p_error\n99,0.5\n", "line 2: node 99 is not in the trace"),
+    ("node_id,p_error,fix\n1,0.9,{oops\n", "line 2: the fix is not valid JSON"),
+    ('node_id,p_error,fix\n1,0.9,"[1,2]"\n', 'line 2: the fix must be a JSON object with an "action"'),
+    ("node_id,p_error,reason\n1,0.9\n", "line 2: 2 fields, the header has 3"),
+])
+def test_malformed_scores_are_refused_clearly(review_sample, tmp_path, text, message):
+    bad = tmp_path / "bad.csv"
+    bad.write_text(text)
+    with pytest.raises(ScoresError) as e:
+        read_scores(bad, read_swc(review_sample.trace))
+    assert message in str(e.value) and str(bad) in str(e.value) and "\n" not in str(e.value)
+
+
+# ------------------------------------------------------------------------------ REVIEW.json
+def test_new_review_written_at_once_with_trace_hash_and_flags(review_sample):
+    s = start(review_sample)
+    data = json.loads(s.path.read_text())
+    assert data["format"] == "neurorecon-review" and data["version"] == 1
+    assert data["trace"]["path"] == str(review_sample.trace) and len(data["trace"]["sha256"]) == 64
+    assert [f["key"] for f in data["flags"]] == list(review_sample.flag_keys)
+    assert {"node_id", "xyz", "source", "check", "reason", "p", "fix", "decision"} <= set(data["flags"][2])
+    assert data["events"] == [] and s.current == 0
+
+
+def test_decisions_undo_and_timing_recorded_in_order(review_sample):
+    s = start(review_sample)
+    time.sleep(0.05)
+    s.decide("accept")
+    s.decide("reject")
+    e = s.decide("error")
+    assert e.note == "marked by reviewer"
+    assert s.current == 3
+    u = s.undo()
+    assert (u.decision, u.undoes, u.flag) == ("undo", 3, "detector:10") and s.current == 2
+    s.decide("accept", "looks right")
+    data = json.loads(s.path.read_text())       # on disk after every step
+    ev = data["events"]
+    assert [(x["seq"], x["flag"], x["decision"]) for x in ev] == [
+        (1, "type_change:17", "accept"), (2, "type_change:18", "reject"), (3, "detector:10", "error"),
+        (4, "detector:10", "undo"), (5, "detector:10", "accept")]
+    assert ev[0]["seconds"] >= 0.05 and ev[4]["note"] == "looks right" and "T" in ev[0]["time"]
+    assert [f["decision"] for f in data["flags"]] == ["accept", "reject", "accept", None, None, None]
+    assert s.counts() == {"accept": 2, "reject": 1, "error": 0, "undecided": 3}
+
+
+def test_undo_with_nothing_decided_and_redecide_replaces(review_sample):
+    s = start(review_sample)
+    assert s.undo() is None
+    s.decide("reject")
+    s.go(0)
+    s.decide("accept")                # a later decision on the same flag replaces the earlier one
+    assert s.decision(0) == "accept" and s.counts()["undecided"] == 5
+    s.undo()
+    assert s.decision(0) == "reject"
+
+
+def test_resume_at_first_undecided_keeps_decisions(review_sample):
+    s = start(review_sample)
+    for d in ("accept", "reject", "accept"):
+        s.decide(d)
+    s.go(4)
+    s.decide("reject")              # flag 5 decided, flag 4 not
+    again = start(review_sample)
+    assert again.current == 3
+    assert [again.decision(k) for k in range(6)] == ["accept", "reject", "accept", None, "reject", None]
+    assert again.events == s.events
+
+
+def test_decide_moves_on_and_wraps_to_skipped_flags(review_sample):
+    s = start(review_sample)
+    s.go(5)
+    s.decide("reject")
+    assert s.current == 0
+    for _ in range(5):
+        s.decide("reject")
+    assert s.counts()["undecided"] == 0 and s.first_undecided() is None
+
+
+def test_write_is_atomic(review_sample, monkeypatch):
+    s = start(review_sample)
+    s.decide("accept")
+    before = s.path.read_text()
+
+    def crash(*a):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        s.decide("reject")
+    assert s.path.read_text() == before                      # old content intact
+    assert sorted(p.name for p in s.path.parent.glob(".*")) == []   # no temporary file left
+
+
+def test_review_of_another_trace_is_refused(review_sample):
+    s = start(review_sample)
+    s.decide("accept")
+    review_sample.trace.write_text(review_sample.trace.read_text().replace("34.0 20.0", "34.0 21.0"))
+    with pytest.raises(ReviewError, match="the trace differs"):
+        start(review_sample)
+    assert json.loads(s.path.read_text())["events"][0]["decision"] == "accept"   # untouched
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "invalid JSON"),
+    ('{"format": "other"}', "not a review file"),
+    ('{"format": "neurorecon-review", "version": 7}', "version 7"),
+    ('{"format": "neurorecon-review", "version": 1, "trace": {}}', "malformed review file"),
+])
+def test_malformed_review_file(review_sample, content, message):
+    p = review_sample.folder / "bad.json"
+    p.write_text(content)
+    with pytest.raises(ReviewError, match=message):
+        ReviewSession.load(p, review_sample.trace)
+
+
+def test_inconsistent_events_are_malformed(review_sample):
+    s = start(review_sample)
+    s.decide("accept")
+    data = json.loads(s.path.read_text())
+    data["events"].append({"seq": 2, "flag": "nope", "node_id": 1, "decision": "accept", "note": "", "time": "t",
+                           "seconds": 1})
+    s.path.write_text(json.dumps(data))
+    with pytest.raises(ReviewError, match="unknown flag"):
+        ReviewSession.load(s.path)
+
+
+# ------------------------------------------------------------------------------ apply
+def test_apply_carries_out_accepted_fixes_only(review_sample, tmp_path):
+    s = start(review_sample)
+    scripted_review(s)
+    res = apply_review(review_sample.trace, s.path, tmp_path / "fixed.swc")
+    assert (tmp_path / "fixed.swc").read_text() == review_sample.expected_fixed()
+    assert [(e.action, e.check) for e in res.edits] == [
+        ("relabel", "type_change"), ("move", "detector.off_signal_xy"), ("prune", "detector.spur")]
+    assert res.summary["flags"] == 6 and (res.summary["accept"], res.summary["reject"], res.summary["error"]) == (3, 2, 1)
+    log = json.loads((tmp_path / "fixed.edits.json").read_text())
+    assert log["review"] == str(s.path) and log["n_nodes_in"] == 22 and log["n_nodes_out"] == 19
+    assert log["marked"][0]["node_id"] == 19 and log["marked"][0]["note"] == "fibre continues: trace on"
+    apo = read_apo(tmp_path / "fixed.apo")
+    assert [p.name for p in apo] == ["relabel:type_change", "move:detector.off_signal_xy", "prune:detector.spur",
+                                     "error:detector.early_stop"]
+    assert (apo[-1].x, apo[-1].y, apo[-1].z) == (18.0, 30.0, 10.0) and "trace on" in apo[-1].comment
+
+
+def test_apply_skips_a_fix_whose_node_is_gone(review_sample, tmp_path):
+    n = read_swc(review_sample.trace)
+    move21 = Flag("detector:21", 21, (30.0, 15.0, 10.0), "detector", "detector.off_signal_xy", "", 0.8, "warning",
+                  {"action": "move", "node_id": 21, "xyz": [30.0, 16.0, 10.0]})
+    flags = collect_flags(n, review_sample.scores, rules=False)[:2] + [move21]
+    s = ReviewSession.start(review_sample.folder / "r.json", review_sample.trace, lambda: flags)
+    for _ in range(3):
+        s.decide("accept")
+    res = apply_review(review_sample.trace, s.path, tmp_path / "out.swc")
+    assert [e.action for e in res.edits] == ["move", "move", "prune"]      # moves first, the prune last
+    assert [f.key for f, _ in res.skipped] == []
+    assert 21 not in read_swc(tmp_path / "out.swc").ids
+
+
+# ------------------------------------------------------------------------------ CLI
+def test_cli_apply_prints_summary(review_sample, tmp_path):
+    s = start(review_sample)
+    scripted_review(s)
+    out = tmp_path / "fixed.swc"
+    r = runner.invoke(app, ["apply", str(review_sample.trace), str(s.path), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "flags seen: 6; accepted 3, rejected 2, marked as error 1, undecided 0" in r.output
+    assert "time per decision: median" in r.output and "3 edit(s) applied" in r.output
+    assert out.read_text() == review_sample.expected_fixed()
+    r = runner.invoke(app, ["apply", str(review_sample.trace), str(s.path), "-o", str(out)])
+    assert r.exit_code == 2 and "pass --overwrite" in r.output
+    r = runner.invoke(app, ["apply", str(review_sample.trace), str(s.path), "-o", str(out), "--overwrite"])
+    assert r.exit_code == 0
+
+
+def test_cli_apply_bad_input(review_sample, tmp_path):
+    s = start(review_sample)
+    t, out = str(review_sample.trace), str(tmp_path / "o.swc")
+    cases = [([t, str(tmp_path / "none.json")], "no such review file"),
+             ([str(tmp_path / "none.swc"), str(s.path)], "no such trace")]
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2")
+    cases.append(([t, str(bad)], "not a review file"))
+    other = tmp_path / "other.swc"
+    other.write_text("1 1 0 0 0 1 -1\n")
+    cases.append(([str(other), str(s.path)], "the trace differs"))
+    cases.append(([t, str(s.path)], "is the input"))          # -o names the trace itself
+    for args, message in cases:
+        r = runner.invoke(app, ["apply", *args, "-o", t if message == "is the input" else out])
+        assert r.exit_code == 2, (args, r.output)
+        assert message in r.output and "Traceback" not in r.output, r.output
+        assert r.output.startswith("neurorecon: error: ") and r.output.count("\n") == 1
+
+
+def test_cli_review_bad_input_exits_cleanly(review_sample, tmp_path):
+    base = ["review", str(review_sample.trace), "--image", str(review_sample.image)]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("node_id,p_error\n1,nan?\n")
+    r = runner.invoke(app, base + ["--scores", str(bad), "--review", str(tmp_path / "r.json")])
+    assert r.exit_code == 2 and "is not a number" in r.output and not (tmp_path / "r.json").exists()
+    r = runner.invoke(app, base + ["--scores", str(tmp_path / "none.csv")])
+    assert r.exit_code == 2 and "no such scores file" in r.output
+    r = runner.invoke(app, ["review", str(tmp_path / "none.swc"), "--image", str(review_sample.image)])
+    assert r.exit_code == 2 and "no such trace" in r.output
+    other = tmp_path / "other.swc"
+    other.write_text("1 1 0 0 0 1 -1\n")
+    start(review_sample)
+    r = runner.invoke(app, ["review", str(other), "--image", str(review_sample.image),
+                            "--review", str(review_sample.folder / "review.json")])
+    assert r.exit_code == 2 and "the trace differs" in r.output, r.output
+
+
+# ------------------------------------------------------------------------------ layers
+def test_big_trace_layers_are_quick():
+    """A 100k-node trace: skeleton vertices and encoding are vectorised (well under a second)."""
+    from neurorecon.morphology.neuron import Neuron
+    from neurorecon.viewer import layers
+
+    m = 100_000
+    rng = np.random.default_rng(0)
+    parent_ids = np.concatenate([[-1], rng.integers(1, np.arange(2, m + 1))])
+    n = Neuron.from_arrays(np.arange(1, m + 1), rng.integers(1, 5, m), rng.uniform(0, 500, (m, 3)), np.ones(m), parent_ids)
+    t0 = time.perf_counter()
+    src = layers.SwcSkeletonSource(n)
+    data = src.get_skeleton(1).encode(src)
+    assert time.perf_counter() - t0 < 2.0
+    assert len(data) > m * 2 * 12 and src.get_skeleton(2) is None
+    pos = src._pos.reshape(m, 2, 3)
+    assert np.allclose(pos[5, 0], n.xyz[5]) and np.allclose(pos[5, 1], n.xyz[n.parent[5]])
+    assert np.allclose(pos[0, 0], pos[0, 1])                  # the root: a zero-length edge
+
+
+def test_view_builds_every_layer(review_sample, tmp_path):
+    from neurorecon.io.volume import open_volume
+    from neurorecon.viewer.review import start_server
+    from neurorecon.viewer.view import open_view
+
+    start_server(0)
+    labels = np.zeros((4, 5, 6), np.int16)
+    labels[1:3, 1:4, 2:5] = 7
+    img = open_volume(str(review_sample.image))
+    viewer = open_view([img], [review_sample.trace], open_volume(labels, voxel_size=(1, 1, 1)))
+    st = viewer.state
+    assert [(layer.name, layer.type) for layer in st.layers] == [
+        ("image.tif", "image"), ("<array>", "segmentation"), ("trace.swc", "segmentation")]
+    assert list(st.dimensions.names) == ["x", "y", "z"]
+    assert st.layers["image.tif"].source[0].url.startswith("python://")        # served by this process
+    from neurorecon.viewer import layers
+
+    local = layers.image_layer(img).source[0].url
+    assert local.volume_type == "image" and local.data_type == "uint8"
+    seg = layers.segmentation_layer(open_volume(labels, voxel_size=(1, 1, 1))).source[0].url
+    assert seg.volume_type == "segmentation" and seg.data_type == "uint32"   # int16 labels served unsigned
+    assert seg.data[1:3, 1:4, 2:5].tolist() == labels[1:3, 1:4, 2:5].tolist()
+    assert list(local.dimensions.names) == ["z", "y", "x"] and np.allclose(local.dimensions.scales, [1e-6, 0.5e-6, 0.5e-6])  # SI metres

@@ -1,0 +1,243 @@
+"""The review viewer in headless Chromium: offline page, layers, keys that move and decide, a
+crash and resume of a `neurorecon review` process, `neurorecon apply`, screenshots.
+
+Chromium and chromedriver must be installed (`make test` installs them); these tests fail, not
+skip, without them. Screenshots go to $NEURORECON_SCREENSHOTS when set (`make screenshots`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from selenium.webdriver.common.action_chains import ActionChains
+
+NOTE = "fibre continues: trace on"
+
+
+def wait(cond, what: str, timeout: float = 30.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            value = cond()
+        except Exception:          # page still booting, file being replaced
+            value = None
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def load(driver, url: str, n_layers: int = 3) -> None:
+    driver.get(url)
+    wait(lambda: driver.execute_script(
+        f"const l = window.viewer && viewer.layerManager.managedLayers;"
+        f"return !!l && l.length == {n_layers} && l.every(x => x.isReady())"), "the layers to load")
+
+
+def press(driver, key: str) -> None:
+    ActionChains(driver).send_keys(key).perform()
+
+
+def position(driver) -> list[float]:
+    return driver.execute_script("return Array.from(viewer.position.value)")
+
+
+def at(driver, xyz) -> bool:
+    return np.allclose(position(driver), xyz, atol=1e-3)
+
+
+def events(path: Path) -> list[dict]:
+    return json.loads(path.read_text())["events"] if path.exists() else []
+
+
+def status(driver) -> str:
+    return driver.execute_script("return document.body.innerText")
+
+
+def pixels(png: bytes) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(float)
+
+
+def shot(viewer, size=(480, 360)) -> np.ndarray:
+    """viewer.screenshot waits for the page to render; never forever."""
+    with ThreadPoolExecutor(1) as ex:
+        return pixels(ex.submit(viewer.screenshot, size=list(size)).result(timeout=60).screenshot.image)
+
+
+def save_page(driver, path: Path) -> None:
+    """A full-page screenshot, as a small PNG (palette of 256 colours)."""
+    from PIL import Image
+    import io
+
+    im = Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB")
+    im.quantize(256, dither=Image.Dither.NONE).save(path, optimize=True)
+
+
+# ------------------------------------------------------------------------------ in-process viewer
+def test_viewer_offline_layers_keys_and_screenshot(browser, review_sample, screenshots, tmp_path):
+    from neurorecon.io.volume import open_volume
+    from neurorecon.viewer.review import open_review, start_server
+
+    start_server(0)
+    rp = tmp_path / "review.json"
+    rv = open_review(str(review_sample.trace), open_volume(str(review_sample.image)), str(rp),
+                     scores=str(review_sample.scores))
+    load(browser, rv.url)
+
+    urls = browser.execute_script("return [location.href].concat(performance.getEntriesByType('resource').map(e => e.name))")
+    assert len(urls) > 3 and all(u.startswith("http://127.0.0.1:") for u in urls), urls   # nothing from outside
+    st = rv.viewer.state
+    assert [(layer.name, layer.type) for layer in st.layers] == [
+        ("image", "image"), ("trace", "segmentation"), ("flags", "annotation")]
+    assert [a.id for a in st.layers["flags"].annotations] == [f"flag{k}" for k in range(6)]
+    assert list(st.dimensions.names) == ["x", "y", "z"]
+    assert at(browser, review_sample.xyz(17))                    # flag 1, type_change at node 17
+
+    press(browser, "n")                                           # next flag: node 18
+    wait(lambda: at(browser, review_sample.xyz(18)), "the view to move to flag 2")
+    assert np.allclose(rv.viewer.state.position, review_sample.xyz(18))
+    assert rv.viewer.state.cross_section_scale < 0.1              # zoomed in
+    press(browser, "r")                                           # reject: written, then on to flag 3
+    ev = wait(lambda: events(rp), "the decision in REVIEW.json")
+    assert [(e["flag"], e["decision"]) for e in ev] == [("type_change:18", "reject")]
+    wait(lambda: at(browser, review_sample.xyz(10)), "the view to move to flag 3")
+    wait(lambda: "flag 3/6" in status(browser) and "move node 10" in status(browser), "the status message")
+    assert browser.execute_script("return viewer.layerManager.managedLayers.length") == 3   # n added no layer
+
+    with rv.viewer.txn() as s:
+        s.layout = "xy"
+    with_image = shot(rv.viewer)
+    assert with_image.std() > 10 and len(np.unique(with_image.reshape(-1, 3), axis=0)) > 50
+    with rv.viewer.txn() as s:
+        s.layers["image"].visible = False
+    without = shot(rv.viewer)
+    assert np.abs(with_image - without).mean() > 5               # the image layer is what fills the panel
+    with rv.viewer.txn() as s:
+        s.layers["image"].visible = True
+        s.layout = "xy-3d"
+    shot(rv.viewer)
+    save_page(browser, screenshots / "review_viewer.png")
+
+
+# ------------------------------------------------------------------------------ the CLI, crash, resume
+class ReviewProcess:
+    """`neurorecon review` in a subprocess; its URL read from stdout."""
+
+    def __init__(self, sample, review: Path):
+        cmd = [sys.executable, "-m", "neurorecon", "review", str(sample.trace), "--image", str(sample.image),
+               "--scores", str(sample.scores), "--review", str(review)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.output: list[str] = []
+        self.url = self._wait_for("viewer: ")[len("viewer: "):]
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def _wait_for(self, prefix: str, timeout: float = 60) -> str:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                line = self.lines.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise AssertionError(f"review exited: {self.proc.wait()} {self.proc.stderr.read()}")
+            self.output.append(line)
+            if line.startswith(prefix):
+                return line
+        raise AssertionError(f"no {prefix!r} line from review in {timeout} s: {self.output}")
+
+    def rest(self) -> str:
+        self.proc.wait(timeout=30)
+        out = []
+        while (line := self.lines.get(timeout=5)) is not None:
+            out.append(line)
+        return "\n".join(self.output + out)
+
+
+def decide(driver, review: Path, key: str, n_events: int) -> list[dict]:
+    press(driver, key)
+    return wait(lambda: len(ev := events(review)) == n_events and ev, f"event {n_events} ({key}) in REVIEW.json")
+
+
+def test_review_session_crash_resume_and_apply(browser, review_sample, screenshots, tmp_path):
+    sample, rp = review_sample, tmp_path / "review.json"
+    keys = sample.flag_keys
+    p = ReviewProcess(sample, rp)
+    try:
+        load(browser, p.url)
+        assert at(browser, sample.xyz(17))
+        decide(browser, rp, "a", 1)                               # flag 1 (relabel 17): accept
+        decide(browser, rp, "r", 2)                               # flag 2 (no fix): reject
+        wait(lambda: at(browser, sample.xyz(10)), "flag 3")
+        press(browser, "n")
+        wait(lambda: at(browser, sample.xyz(20)), "flag 4 after n")
+        press(browser, "p")
+        wait(lambda: at(browser, sample.xyz(10)), "flag 3 after p")
+        decide(browser, rp, "a", 3)                               # flag 3 (move 10): accept
+        decide(browser, rp, "e", 4)                               # flag 4: marked by mistake ...
+        ev = decide(browser, rp, "u", 5)                          # ... and undone
+        assert [(e["flag"], e["decision"]) for e in ev] == [
+            (keys[0], "accept"), (keys[1], "reject"), (keys[2], "accept"), (keys[3], "error"), (keys[3], "undo")]
+        assert ev[3]["note"] == "marked by reviewer" and ev[4]["undoes"] == 4
+        assert all(e["seconds"] >= 0 and e["time"] for e in ev)
+        wait(lambda: at(browser, sample.xyz(20)), "flag 4 again after undo")
+    finally:
+        p.proc.send_signal(signal.SIGKILL)                        # a crash mid-session
+        p.proc.wait(timeout=30)
+    before = rp.read_text()
+    assert json.loads(before)["events"] == ev                     # nothing lost
+
+    p = ReviewProcess(sample, rp)                                 # resume with the same file
+    try:
+        assert any("6 flags, 3 undecided" in line for line in p.output), p.output
+        load(browser, p.url)
+        assert at(browser, sample.xyz(20))                        # the first undecided flag
+        wait(lambda: "flag 4/6 [undecided]" in status(browser), "the resumed status")
+        decide(browser, rp, "a", 6)                               # flag 4 (prune 20): accept
+        decide(browser, rp, "r", 7)                               # flag 5 (move 4, a false alarm): reject
+        wait(lambda: at(browser, sample.xyz(19)), "flag 6")
+        # The note typed into the flag's description in the selection panel (what its text box does).
+        browser.execute_script(
+            "const src = viewer.layerManager.getLayerByName('flags').layer.localAnnotations;"
+            "const ref = src.getReference('flag5'); src.update(ref, {...ref.value, description: arguments[0]});"
+            "ref.dispose();", NOTE)
+        save_page(browser, screenshots / "review_note.png")
+        ev = decide(browser, rp, "e", 8)                          # flag 6: error, with the note
+        assert (ev[-1]["flag"], ev[-1]["decision"], ev[-1]["note"]) == (keys[5], "error", NOTE)
+        assert ev[:5] == json.loads(before)["events"]
+        wait(lambda: "all 6 flags decided" in status(browser), "the all-decided status")
+    finally:
+        p.proc.send_signal(signal.SIGINT)                         # Ctrl-C: a clean exit
+    out = p.rest()
+    assert p.proc.returncode == 0, out
+    assert "(6 of 6 decided)" in out
+    data = json.loads(rp.read_text())
+    assert [f["decision"] for f in data["flags"]] == ["accept", "reject", "accept", "accept", "reject", "error"]
+
+    fixed = tmp_path / "fixed.swc"
+    r = subprocess.run([sys.executable, "-m", "neurorecon", "apply", str(sample.trace), str(rp), "-o", str(fixed)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "flags seen: 6; accepted 3, rejected 2, marked as error 1, undecided 0" in r.stdout
+    assert fixed.read_text() == sample.expected_fixed()
+    assert "error:detector.early_stop" in (tmp_path / "fixed.apo").read_text()
+    assert os.path.getsize(screenshots / "review_note.png") < 300_000
