@@ -359,7 +359,7 @@ def train(
     n_heldout: int = typer.Option(400, "--n-heldout", min=0, help="Held-out crops to measure (0: skip)."),
     seed: int = typer.Option(0, "--seed"),
     jobs: int = typer.Option(2, "-j", "--jobs", min=1),
-    rounds: int = typer.Option(250, "--rounds", min=1, help="Most boosting rounds."),
+    rounds: int = typer.Option(600, "--rounds", min=1, help="Most boosting rounds."),
 ) -> None:
     """Generate the benchmark and train the detector (fixed seeds: same command, same model)."""
     from .detect.evaluate import format_metrics

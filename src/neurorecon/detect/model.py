@@ -86,14 +86,14 @@ def load_detector(folder: str | Path | None = None) -> Detector:
     return Detector(booster, reasons, tuple(meta["features"]), meta, context)
 
 
-PARAMS = dict(objective="binary", learning_rate=0.1, num_leaves=63, min_data_in_leaf=30, feature_fraction=0.8,
+PARAMS = dict(objective="binary", learning_rate=0.05, num_leaves=63, min_data_in_leaf=30, feature_fraction=0.8,
               bagging_fraction=0.8, bagging_freq=1, lambda_l2=1.0, num_threads=2, deterministic=True,
               force_row_wise=True, verbose=-1)
 
 
-def fit(X, y, etype, names, *, seed: int = 0, rounds: int = 250, reason_rounds: int = 60,
+def fit(X, y, etype, names, *, seed: int = 0, rounds: int = 600, reason_rounds: int = 60,
         valid: tuple | None = None, meta: dict | None = None, parent: np.ndarray | None = None,
-        groups: np.ndarray | None = None, folds: int = 4, context_rounds: int = 150) -> Detector:
+        groups: np.ndarray | None = None, folds: int = 4, context_rounds: int = 300) -> Detector:
     """Train the models with fixed seeds (same data + seed -> same model).
 
     ``valid`` is ``(X, y)`` or, with a context model, ``(X, y, parent)``. The context model is

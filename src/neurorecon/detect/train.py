@@ -32,7 +32,7 @@ def _names(etype: np.ndarray) -> np.ndarray:
 
 
 def train(out: str | Path | None, *, n_train: int = 1200, n_valid: int = 150, n_heldout: int = 400, seed: int = 0,
-          jobs: int = 2, rounds: int = 250, data_dir=None, progress=None) -> TrainReport:
+          jobs: int = 2, rounds: int = 600, data_dir=None, progress=None) -> TrainReport:
     t0 = time.time()
     train_golds = load_sources(TRAIN_SOURCES, data_dir)
     held_golds = load_sources(HELDOUT_SOURCES, data_dir)
