@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .volume import _CONVERT_JOURNAL, Volume, VolumeError, _first_line, ome_attrs, open_volume
+from .volume import _CONVERT_JOURNAL, Volume, VolumeError, _first_line, ome_attrs, open_volume, zarr_metadata
 
 __all__ = ["FORMATS", "ConvertReport", "Level", "Plan", "convert", "downsample", "plan_levels"]
 
@@ -439,12 +439,7 @@ def _open_levels(dst: Path, plan: Plan) -> list:
 def _open_zarr(dst: Path, plan: Plan, k: int):
     import tensorstore as ts
 
-    level = plan.levels[k]
-    metadata = {
-        "shape": list(level.shape), "chunks": [min(c, n) for c, n in zip(plan.chunks, level.shape)],
-        "dtype": np.dtype(plan.dtype).str, "fill_value": 0, "dimension_separator": "/",
-        "compressor": {"id": "blosc", "cname": "zstd", "clevel": 5, "shuffle": 1},
-    }  # fmt: skip
+    metadata = zarr_metadata(plan.levels[k].shape, plan.chunks, plan.dtype)
     spec = {"driver": "zarr", "kvstore": {"driver": "file", "path": f"{dst}/{k}/"}, "metadata": metadata}
     return ts.open(spec, create=True, open=True).result()
 

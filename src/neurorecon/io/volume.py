@@ -889,18 +889,24 @@ def write_zarr(
 def _write_zarr_array(folder: Path, arr: np.ndarray, chunks: Sequence[int]) -> None:
     import tensorstore as ts
 
-    chunks = [max(1, min(int(c), n)) for c, n in zip(chunks, arr.shape)]
-    metadata = {
-        "shape": list(arr.shape),
-        "chunks": chunks,
-        "dtype": arr.dtype.str,
-        "compressor": {"id": "blosc", "cname": "zstd", "clevel": 5, "shuffle": 1},
-        "fill_value": arr.dtype.type(0).item(),
-        "dimension_separator": "/",  # OME-Zarr 0.4 requires nested chunk keys
-    }
-    spec = {"driver": "zarr", "kvstore": {"driver": "file", "path": str(folder) + "/"}, "metadata": metadata}
+    spec = {"driver": "zarr", "kvstore": {"driver": "file", "path": str(folder) + "/"},
+            "metadata": zarr_metadata(arr.shape, chunks, arr.dtype)}
     store = ts.open(spec, create=True).result()
     store.write(arr).result()
+
+
+def zarr_metadata(shape: Sequence[int], chunks: Sequence[int], dtype: Any) -> dict:
+    """The zarr v2 ``.zarray`` neurorecon writes: Blosc/zstd chunks (clipped to the shape), fill 0,
+    nested chunk keys (OME-Zarr 0.4 requires them)."""
+    dtype = np.dtype(dtype)
+    return {
+        "shape": [int(n) for n in shape],
+        "chunks": [max(1, min(int(c), int(n))) for c, n in zip(chunks, shape)],
+        "dtype": dtype.str,
+        "compressor": {"id": "blosc", "cname": "zstd", "clevel": 5, "shuffle": 1},
+        "fill_value": dtype.type(0).item(),
+        "dimension_separator": "/",
+    }
 
 
 def ome_attrs(name: str, voxel_sizes: Sequence[Sequence[float]],

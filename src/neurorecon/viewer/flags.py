@@ -11,16 +11,13 @@ Ties keep the order the checks report (severity, then check) or the node order o
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..detect.scores import ScoresError, read_scores_csv
 from ..morphology.neuron import Neuron
 
 __all__ = ["Flag", "ScoresError", "rule_flags", "read_scores", "collect_flags", "order_flags"]
@@ -28,11 +25,6 @@ __all__ = ["Flag", "ScoresError", "rule_flags", "read_scores", "collect_flags", 
 _TIER = {("rule", "error"): 0, ("detector", "warning"): 1, ("rule", "warning"): 2, ("rule", "info"): 3}
 #: What the ``priority`` shown in the viewer (0..1, colour) is for rule findings.
 _RULE_PRIORITY = {"error": 1.0, "warning": 0.5, "info": 0.25}
-SCORE_COLUMNS = ("node_id", "p_error", "flag", "reason", "x", "y", "z", "fix")
-
-
-class ScoresError(ValueError):
-    """A SCORES.csv that cannot be read; the one-line message names the file and line."""
 
 
 @dataclass(frozen=True)
@@ -170,9 +162,8 @@ def _unique(key: str, seen: set) -> str:
 def read_scores(path: str | os.PathLike, neuron: Neuron, threshold: float = 0.5) -> list[Flag]:
     """Detector flags from a SCORES.csv (``neurorecon detect``): nodes with ``p_error >= threshold``.
 
-    Columns ``node_id`` and ``p_error`` are required; ``reason`` and ``fix`` (a JSON proposed
-    correction) are read where present. Positions come from ``neuron``, so every scored node
-    must be in it.
+    The file is read by :func:`neurorecon.detect.scores.read_scores_csv`; positions come from
+    ``neuron``, so every scored node must be in it.
 
     Parameters
     ----------
@@ -189,85 +180,22 @@ def read_scores(path: str | os.PathLike, neuron: Neuron, threshold: float = 0.5)
     Raises
     ------
     ScoresError
-        Missing columns, values that are not numbers, p outside [0, 1], bad fix JSON, a node id
-        twice or one the trace lacks.
+        A malformed file (see ``read_scores_csv``), or a node id the trace lacks.
     """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeError) as e:
-        raise ScoresError(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
-    rows = [r for r in csv.reader(io.StringIO(text)) if r and "".join(r).strip()]
-    if not rows:
-        raise ScoresError(f"{path}: empty file; expected a header {','.join(SCORE_COLUMNS)}")
-    head = [h.strip().lower() for h in rows[0]]
-    missing = [c for c in ("node_id", "p_error") if c not in head]
-    if missing:
-        raise ScoresError(f"{path}: line 1: missing column(s) {', '.join(missing)}; expected {','.join(SCORE_COLUMNS)}")
-    col = {c: head.index(c) for c in SCORE_COLUMNS if c in head}
-    body = rows[1:]
-    short = next((k for k, r in enumerate(body) if len(r) < len(head)), None)
-    if short is not None:
-        raise ScoresError(f"{path}: line {short + 2}: {len(body[short])} fields, the header has {len(head)}")
-    ids = _column(path, body, col["node_id"], "node_id", np.int64)
-    p = _column(path, body, col["p_error"], "p_error", np.float64)
-    bad = np.flatnonzero(~((p >= 0) & (p <= 1)))
-    if len(bad):
-        raise ScoresError(f"{path}: line {bad[0] + 2}: p_error {body[bad[0]][col['p_error']]!r} is not in [0, 1]")
-    uniq, counts = np.unique(ids, return_counts=True)
-    if (counts > 1).any():
-        raise ScoresError(f"{path}: node id {uniq[counts > 1][0]} is scored twice")
-    rows_in_trace = neuron.index_of(ids)
+    sc = read_scores_csv(path)
+    rows_in_trace = neuron.index_of(sc.node_id)
     if (rows_in_trace < 0).any():
         k = int(np.flatnonzero(rows_in_trace < 0)[0])
-        raise ScoresError(f"{path}: line {k + 2}: node {ids[k]} is not in the trace {neuron.source or ''} "
+        raise ScoresError(f"{path}: line {k + 2}: node {sc.node_id[k]} is not in the trace {neuron.source or ''} "
                           "(scores of another trace?)".replace("  ", " "))
-    keep = np.flatnonzero(p >= threshold)
+    keep = np.flatnonzero(sc.p_error >= threshold)
     xyz = neuron.xyz[rows_in_trace[keep]].round(4).tolist()
     out = []
     for k, pos in zip(keep.tolist(), xyz):
-        r = body[k]
-        reason = r[col["reason"]].strip() if "reason" in col else ""
-        fix = _fix(path, k + 2, r[col["fix"]]) if "fix" in col else None
-        out.append(Flag(f"detector:{ids[k]}", int(ids[k]), tuple(pos), "detector", f"detector.{reason or 'error'}",
-                        _explain(reason, p[k]), float(p[k]), "warning", fix, (int(ids[k]),)))
+        nid, p, reason = int(sc.node_id[k]), float(sc.p_error[k]), sc.reason[k]
+        out.append(Flag(f"detector:{nid}", nid, tuple(pos), "detector", f"detector.{reason or 'error'}",
+                        _explain(reason, p), p, "warning", sc.fix[k], (nid,)))
     return out
-
-
-def _column(path: Path, body: list, k: int, name: str, dtype) -> np.ndarray:
-    values = [r[k].strip() for r in body]
-    try:
-        arr = np.array(values, dtype=np.float64)
-    except ValueError:
-        bad = next(j for j, v in enumerate(values) if not _is_number(v))
-        raise ScoresError(f"{path}: line {bad + 2}: {name} {values[bad]!r} is not a number") from None
-    if dtype is np.int64:
-        if not np.all(arr == np.round(arr)):
-            bad = int(np.flatnonzero(arr != np.round(arr))[0])
-            raise ScoresError(f"{path}: line {bad + 2}: node_id {values[bad]!r} is not an integer")
-        return arr.astype(np.int64)
-    return arr
-
-
-def _is_number(v: str) -> bool:
-    try:
-        float(v)
-    except ValueError:
-        return False
-    return True
-
-
-def _fix(path: Path, line: int, text: str) -> dict | None:
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        fix = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ScoresError(f"{path}: line {line}: the fix is not valid JSON ({e.msg})") from None
-    if not isinstance(fix, dict) or not isinstance(fix.get("action"), str):
-        raise ScoresError(f"{path}: line {line}: the fix must be a JSON object with an \"action\"")
-    return fix
 
 
 def _explain(reason: str, p: float) -> str:
