@@ -751,3 +751,32 @@ def test_without_soma_type_keeps_the_tree_and_drops_type_one():
     c = np.flatnonzero((n.parent >= 0) & neurite)
     leaving = c[n.types[n.parent[c]] == 1]
     assert np.isin(m.types[n.parent[leaving]], n.types[leaving]).all()
+
+
+def _soma_stack_scene(with_neurite: bool, seed: int) -> errors.Scene:
+    """A soma traced as a stack of 12 contour points 1 µm apart in z (type 1), and optionally a
+    30 µm dendrite (type 3) leaving the first of them."""
+    soma = np.column_stack([np.full(12, 40.0), np.full(12, 40.0), 10.0 + np.arange(12.0)])
+    xyz, types = soma, np.ones(12, np.int16)
+    parent = np.arange(-1, 11)
+    if with_neurite:
+        dend = np.column_stack([41.0 + 2.0 * np.arange(15), np.full(15, 40.0), np.full(15, 10.0)])
+        xyz = np.vstack([soma, dend])
+        types = np.concatenate([types, np.full(15, 3, np.int16)])
+        parent = np.concatenate([parent, [0], np.arange(12, 26)])
+    t = errors.Trace(xyz, parent, types, np.ones(len(xyz)), xyz.copy())
+    lo, hi = np.zeros(3), np.array([80.0, 80.0, 40.0])
+    return errors.Scene(t, xyz, xyz, lo, hi, 2.0, [], np.random.default_rng(seed))
+
+
+@pytest.mark.parametrize("name", ["early_stop", "overextension"])
+def test_tip_errors_are_not_placed_on_a_soma_contour_stack(name):
+    """The end of a soma's contour stack is where the soma ends, not where a fibre stops."""
+    for seed in range(10):
+        assert not errors.INJECTORS[name](_soma_stack_scene(False, seed))
+        scene = _soma_stack_scene(True, seed)
+        if errors.INJECTORS[name](scene):
+            t = scene.trace
+            lab = np.flatnonzero(t.label == 1)
+            assert len(lab) and (t.types[lab] == 3).all()
+            assert t.alive[:12].all()   # the soma stack is untouched

@@ -20,6 +20,9 @@ wrong, ``label = 1`` and ``etype`` = the error's code. Label definitions (also i
 ``spur``           a branch of 3-8 nodes (4-15 µm) into background from a node mid-fibre. Labelled: the branch.
 ``early_stop``     the last 6-20 µm of a terminal fibre left untraced (the fibre continues in the image).
                    Labelled: the new tip only.
+
+Tip errors (``jump``, ``early_stop``, ``overextension``) are placed on neurites only: a chain of soma
+nodes (a soma traced as a stack of contour points) ends where the soma ends, not where a fibre does.
 ``overextension``  a tip continued 5-15 µm past the end of its fibre into background. Labelled: the new nodes.
 
 Everything draws from the given ``numpy.random.Generator``, so a seed fixes the result.
@@ -33,6 +36,7 @@ from functools import cached_property
 import numpy as np
 
 from ..morphology.graph import subtree_mask, within_hops
+from ..morphology.types import SOMA
 from .render import Fibres
 
 ERROR_TYPES = ("off_signal_z", "off_signal_xy", "jump", "gap", "loop", "wrong_type", "spur", "early_stop",
@@ -272,9 +276,10 @@ def _terminal_anchor(scene: Scene, min_after: int) -> tuple[int, list[int]] | No
     """A node followed by an unbranched stretch of >= min_after nodes that ends in a tip."""
     t = scene.trace
     nc = t.n_children()
-    for r in scene.candidates((t.parent >= 0) & (nc == 1))[:60]:
+    for r in scene.candidates((t.parent >= 0) & (nc == 1) & (t.types != SOMA))[:60]:
         down = t.section_down(int(r))
-        if len(down) >= min_after and nc[down[-1]] == 0 and t.clean([int(r)] + down):
+        if len(down) >= min_after and nc[down[-1]] == 0 and t.clean([int(r)] + down) \
+                and not np.any(t.types[down] == SOMA):
             return int(r), down
     return None
 
@@ -423,7 +428,7 @@ def early_stop(scene: Scene) -> bool:
 def overextension(scene: Scene) -> bool:
     t, rng = scene.trace, scene.rng
     nc = t.n_children()
-    for r in scene.candidates((nc == 0) & (t.parent >= 0))[:30]:
+    for r in scene.candidates((nc == 0) & (t.parent >= 0) & (t.types != SOMA))[:30]:
         r = int(r)
         p = t.parent[r]
         d = _unit(t.xyz[r] - t.xyz[p])
