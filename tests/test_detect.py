@@ -238,6 +238,17 @@ def test_train_tiny_configuration(tmp_path):
     assert det.names == rep.detector.names
     assert "all" in det.meta["heldout"]
     assert det.context is not None and det.meta["context_features"]
+    assert det.tips is not None and det.meta["tip_model"]
+    # The tip model is a second opinion at trace ends only: it can raise a tip's p, nothing else.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, len(det.names))).astype(np.float32)
+    parent = np.where(rng.random(400) < 0.3, -1, np.arange(400) - 1)
+    with_tips, _ = det.predict(X, det.names, parent)
+    det.tips = None
+    without, _ = det.predict(X, det.names, parent)
+    tip = (parent >= 0) & ~np.isin(np.arange(400), parent)
+    np.testing.assert_array_equal(with_tips[~tip], without[~tip])
+    assert (with_tips[tip] >= without[tip]).all() and (with_tips[tip] > without[tip]).any()
 
 
 def test_prune_proposals_take_whole_flagged_stretches_only():

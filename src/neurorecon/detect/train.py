@@ -44,7 +44,7 @@ def train(out: str | Path | None, *, n_train: int = 1200, n_valid: int = 150, n_
             "train_sources": list(TRAIN_SOURCES), "heldout_sources": list(HELDOUT_SOURCES),
             "n_train_nodes": int(len(tr.y)), "n_train_errors": int(tr.y.sum())}
     det = fit(tr.X, tr.y, tr.etype, tr.names, seed=seed, rounds=rounds, valid=(va.X, va.y, va.parent), meta=meta,
-              parent=tr.parent, groups=tr.crop)
+              parent=tr.parent, groups=tr.crop, tip_rounds=rounds)
     heldout = {}
     if n_heldout and held_golds:
         ho = build_split(held_golds, n_heldout, seed + 2, True, jobs=jobs, progress=progress)
