@@ -5,7 +5,7 @@ import pytest
 from scipy.spatial import cKDTree
 
 from neurorecon.morphology import graph
-from neurorecon.morphology.spatial import close_pairs, cross_pairs
+from neurorecon.morphology.spatial import any_within, close_pairs, close_pairs_by_rows, cross_pairs, cross_pairs_by_rows
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -29,6 +29,29 @@ def test_close_and_cross_pairs_match_a_kd_tree(seed):
     ref = cKDTree(a).query_ball_tree(cKDTree(b), r)
     want = ((x, y) for x, ys in enumerate(ref) for y in ys if (x + y) % 2 == 0)
     assert clear(zip(i.tolist(), j.tolist()), a, b) == clear(want, a, b)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_row_ordered_pair_searches_find_the_same_pairs(seed):
+    """The faster searches (key ranges along the last axis) list the same pairs and distances as
+    close_pairs / cross_pairs, in another order; any_within agrees with the pairs."""
+    rng = np.random.default_rng(100 + seed)
+    a = np.round(rng.random((rng.integers(2, 600), 3)) * rng.integers(1, 40), 1)
+    b = np.round(rng.random((rng.integers(1, 500), 3)) * 12, 1)
+    r = [0.0, 0.3, 1.0, 2.5][seed % 4]
+    chunk = [7, 1 << 16][seed % 2]       # a tiny chunk exercises the chunk seams
+
+    def as_set(i, j, d):
+        return {(x, y, round(z, 9)) for x, y, z in zip(i.tolist(), j.tolist(), d.tolist())}
+
+    assert as_set(*close_pairs_by_rows(a, r, chunk=chunk)) == as_set(*close_pairs(a, r))
+    keep = lambda i, j, d: (i + j) % 3 != 0    # noqa: E731
+    assert as_set(*cross_pairs_by_rows(a, b, r, keep=keep, chunk=chunk)) == as_set(*cross_pairs(a, b, r, keep=keep))
+    assert as_set(*cross_pairs_by_rows(b, a, r, chunk=chunk)) == as_set(*cross_pairs(b, a, r))
+    near = np.zeros(len(a), bool)
+    near[cross_pairs(a, b, r)[0]] = True
+    np.testing.assert_array_equal(any_within(a, b, r, chunk=chunk), near)
+    assert not any_within(a, b, -1.0).any() and len(close_pairs_by_rows(a[:1], r)[0]) == 0
 
 
 def test_ancestor_sums_and_cycles_match_a_walk():

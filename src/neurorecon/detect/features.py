@@ -17,7 +17,7 @@ import numpy as np
 
 from ..morphology import graph
 from ..morphology.neuron import Neuron
-from ..morphology.spatial import close_pairs, cross_pairs
+from ..morphology.spatial import any_within, close_pairs, close_pairs_by_rows
 from .image_features import SHELL_DIRS, SHELL_R, RawImage, edge_points, frames, measure
 
 CHECK_HITS = ("loop", "duplicate_point", "overlapping_segments", "back_tracking", "z_jump", "long_edge", "type_change",
@@ -68,11 +68,17 @@ def _trace_features(neuron: Neuron, parent, fc, volume) -> tuple[float, dict]:
 def _image_features(raw: RawImage, xyz, parent, fc) -> tuple[np.ndarray, dict]:
     """The fibre contrast per node, and the image features: the measurements normalised by it,
     and the same evidence gathered over each node's tree neighbourhood."""
-    block = _block_contrast(raw)
-    contrast = _contrast(raw, parent, block)
-    img = _image(raw, contrast, block)
-    img.update(_forward(raw, contrast, frames(xyz, parent, fc)[3]))
-    img.update(_end_clear(raw, contrast, xyz, parent))
+    # The forward shell maxima and which shell points of the trace's ends lie on it need no
+    # contrast: a worker thread finds them while this one works out the contrast and normalises
+    # the measurements (the other core is idle by now).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="neurorecon-image") as ex:
+        top = ex.submit(lambda: _forward_top(raw, frames(xyz, parent, fc)[3]))
+        ends = ex.submit(_end_shells_traced, xyz, parent)
+        block = _block_contrast(raw)
+        contrast = _contrast(raw, parent, block)
+        img = _image(raw, contrast, block)
+        img.update(_forward(raw, contrast, top.result()))
+        img.update(_end_clear(raw, contrast, *ends.result()))
     cols = dict(img)
     cols.update(_neighbourhood(parent, {k: img[k] for k in _SPREAD}))
     cols.update(_upstream(parent, img["turn_off"], k=12))
@@ -184,7 +190,8 @@ def _proximity(xyz, parent, root, depth):
     6 hops away on the same piece (loops, double tracing), capped at 25 µm."""
     cap = 25.0
     # One piece: only the same-piece search (10 µm) is needed; pairs out to 25 µm cost far more.
-    i, j, d = close_pairs(xyz, cap if len(np.unique(root)) > 1 else 10.0)
+    # (The pairs' order does not matter here: minima.)
+    i, j, d = close_pairs_by_rows(xyz, cap if len(np.unique(root)) > 1 else 10.0)
     other = np.full(len(xyz), cap)
     far = np.full(len(xyz), cap)
     if len(i):
@@ -248,10 +255,17 @@ def _check_hits(neuron: Neuron) -> dict:
     n = len(neuron)
     hits = {k: np.zeros(n, np.float32) for k in CHECK_HITS}
     # Only the checks counted here run (each check's findings do not depend on the others').
-    for f in check_neuron(neuron, CheckConfig(only=frozenset(CHECK_HITS))):
-        if f.check in hits and f.node_ids:
-            rows = neuron.index_of(np.array(f.node_ids))
-            hits[f.check][rows[rows >= 0]] += 1
+    found = [f for f in check_neuron(neuron, CheckConfig(only=frozenset(CHECK_HITS))) if f.check in hits and f.node_ids]
+    if found:
+        # All findings' nodes looked up at once (one lookup per finding costs a sort of the ids
+        # each time); a node a finding names twice counts once.
+        rows = neuron.index_of(np.concatenate([np.asarray(f.node_ids, np.int64) for f in found]))
+        which = np.repeat(np.arange(len(found)), [len(f.node_ids) for f in found])
+        ok = rows >= 0
+        which, rows = np.divmod(np.unique(which[ok] * n + rows[ok]), n)
+        check = np.array([f.check for f in found])[which]
+        for k, v in hits.items():
+            v += np.bincount(rows[check == k], minlength=n)
     return {f"check_{k}": v for k, v in hits.items()}
 
 
@@ -350,21 +364,26 @@ def _shell_stats(raw: RawImage, bg: np.ndarray, c: np.ndarray, chunk: int = 4096
     return count, mean
 
 
-def _forward(raw: RawImage, c: np.ndarray, ahead: np.ndarray) -> dict:
-    """Brightest untraced signal on the shells within 60 degrees of the way the trace was going.
+def _forward(raw: RawImage, c: np.ndarray, top: np.ndarray) -> dict:
+    """Brightest untraced signal on the shells within 60 degrees of the way the trace was going
+    (``top``: :func:`_forward_top`), normalised.
 
     At a tip this asks "does the fibre go on?" (early stop, the near end of a gap), at a fragment's
     root "does it come from somewhere?" (the far end of a gap), and at the node where a trace turned
     off its fibre onto a neighbour "did the fibre go straight on?" (jump). Unlike the all-round
     shell features it ignores the sides, where a dense arbor's other branches always are."""
-    fwd = (ahead @ SHELL_DIRS.T) > 0.5                                  # (N, 40)
-    keep = fwd[:, None, :] & ~raw.shell_cov & np.isfinite(raw.shell)
     # Normalised after the maximum is taken, as in _image.
-    top = np.where(keep, raw.shell, -np.inf).max(axis=2)               # (N, 2)
     with np.errstate(all="ignore"):
         val = (top - raw.background[:, None]) / c[:, None]
     val = np.where(np.isfinite(val), val, 0.0)
     return {"fwd_unexpl4": val[:, 0], "fwd_unexpl7": val[:, 1]}
+
+
+def _forward_top(raw: RawImage, ahead: np.ndarray) -> np.ndarray:
+    """(N, 2): per shell, the brightest untraced shell point within 60 degrees of ``ahead`` (-inf: none)."""
+    fwd = (ahead @ SHELL_DIRS.T) > 0.5                                  # (N, 40)
+    keep = fwd[:, None, :] & ~raw.shell_cov & np.isfinite(raw.shell)
+    return np.where(keep, raw.shell, -np.inf).max(axis=2)
 
 
 #: A shell point this far (µm) from every traced edge is untraced signal, z distances counted
@@ -373,27 +392,35 @@ END_CLEAR_UM = 1.5
 Z_STRETCH = 1.6
 
 
-def _end_clear(raw: RawImage, c: np.ndarray, xyz: np.ndarray, parent: np.ndarray) -> dict:
+def _end_clear(raw: RawImage, c: np.ndarray, ends: np.ndarray, traced: np.ndarray) -> dict:
     """At trace ends (tips, roots of pieces): the brightest shell point at 4 and 7 µm that lies
-    clear of every traced edge (0 elsewhere).
+    clear of every traced edge (0 elsewhere); ``ends`` and ``traced`` from :func:`_end_shells_traced`.
 
     A fibre that goes on past a tip often bends, or runs beside another traced branch for a while;
     the shell features' coverage mask (2 µm, a box) then hides it. Measured exactly, and for the
     ends only (a few % of the nodes), it still shows."""
-    n = len(xyz)
+    n = len(raw.centre)
     out = np.zeros((n, len(SHELL_R)))
-    ends = np.flatnonzero((graph.child_counts(parent) == 0) | (parent < 0))
-    if len(ends) and n > 1:
-        offsets = np.asarray(SHELL_R)[:, None, None] * SHELL_DIRS[None]                 # (2, 40, 3)
-        pts = (xyz[ends, None, None, :] + offsets[None]).reshape(-1, 3)
-        stretch = np.array([1.0, 1.0, 1.0 / Z_STRETCH])
-        near = np.zeros(len(pts), bool)
-        near[cross_pairs(pts * stretch, edge_points(xyz, parent) * stretch, END_CLEAR_UM)[0]] = True
-        vals = np.where(near.reshape(len(ends), len(SHELL_R), -1) | np.isnan(raw.shell[ends]), -np.inf, raw.shell[ends])
+    if len(ends):
+        vals = np.where(traced | np.isnan(raw.shell[ends]), -np.inf, raw.shell[ends])
         with np.errstate(all="ignore"):
             top = (vals.max(axis=2) - raw.background[ends, None]) / c[ends, None]
         out[ends] = np.where(np.isfinite(top), top, 0.0)
     return {f"end_clear{int(r)}": out[:, k] for k, r in enumerate(SHELL_R)}
+
+
+def _end_shells_traced(xyz: np.ndarray, parent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The trace ends (rows; none for a single node), and per end and shell point (ends, 2, 40)
+    whether it lies within END_CLEAR_UM of a traced edge (z distances counted 1/Z_STRETCH)."""
+    n = len(xyz)
+    ends = np.flatnonzero((graph.child_counts(parent) == 0) | (parent < 0)) if n > 1 else np.zeros(0, np.int64)
+    if not len(ends):
+        return ends, np.zeros((0, len(SHELL_R), len(SHELL_DIRS)), bool)
+    offsets = np.asarray(SHELL_R)[:, None, None] * SHELL_DIRS[None]                 # (2, 40, 3)
+    pts = (xyz[ends, None, None, :] + offsets[None]).reshape(-1, 3)
+    stretch = np.array([1.0, 1.0, 1.0 / Z_STRETCH])
+    traced = any_within(pts * stretch, edge_points(xyz, parent) * stretch, END_CLEAR_UM)
+    return ends, traced.reshape(len(ends), len(SHELL_R), -1)
 
 
 def _nanmean(v: np.ndarray) -> np.ndarray:

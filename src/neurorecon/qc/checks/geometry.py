@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...morphology import graph
-from ...morphology.spatial import close_pairs, cross_pairs
+from ...morphology.spatial import close_pairs, cross_pairs, cross_pairs_by_rows
 from ..findings import Fix, Severity, make_finding
 from . import check
 
@@ -280,4 +280,5 @@ def _turning_back(ctx, early, later, rmax, reach) -> np.ndarray:
         return ok & (np.einsum("ij,ij->i", va, vb) < 0) & (perp <= rmax[a] + rmax[b]) & (np.abs(proj) < 0.55 * la)
 
     mid = (n.xyz[early] + n.xyz[p[early]]) / 2
-    return later[cross_pairs(mid, n.xyz[later], reach, keep=keep)[1]]
+    # (In any order: the caller takes the unique rows.)
+    return later[cross_pairs_by_rows(mid, n.xyz[later], reach, keep=keep)[1]]
