@@ -117,6 +117,7 @@ def test_shipped_model_loads_without_network(monkeypatch):
     assert len(det.names) > 20
     assert "heldout" in det.meta and det.meta["heldout"]["all"]["auc"] > 0.5
     assert det.context is not None          # the second look over the tree ships too
+    assert det.tips is not None             # and the second opinion at trace ends
     p, reason = det.predict(np.zeros((3, len(det.names)), np.float32), det.names, np.array([-1, 0, 1]))
     assert p.shape == (3,) and np.all((p >= 0) & (p <= 1))
 
