@@ -20,10 +20,10 @@ wrong, ``label = 1`` and ``etype`` = the error's code. Label definitions (also i
 ``spur``           a branch of 3-8 nodes (4-15 µm) into background from a node mid-fibre. Labelled: the branch.
 ``early_stop``     the last 6-20 µm of a terminal fibre left untraced (the fibre continues in the image).
                    Labelled: the new tip only.
+``overextension``  a tip continued 5-15 µm past the end of its fibre into background. Labelled: the new nodes.
 
 Tip errors (``jump``, ``early_stop``, ``overextension``) are placed on neurites only: a chain of soma
 nodes (a soma traced as a stack of contour points) ends where the soma ends, not where a fibre does.
-``overextension``  a tip continued 5-15 µm past the end of its fibre into background. Labelled: the new nodes.
 
 Everything draws from the given ``numpy.random.Generator``, so a seed fixes the result.
 """

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..morphology.graph import child_counts
 from .errors import ERROR_TYPES
 
 MODEL_DIR = Path(__file__).with_name("models")
@@ -47,12 +48,12 @@ class Detector:
             raise ModelError("feature table does not match the model's features (retrain with `neurorecon train`)")
         if len(X) == 0:
             return np.zeros(0), np.zeros(0, dtype=object)
+        if (self.context is not None or self.tips is not None) and (parent is None or len(parent) != len(X)):
+            raise ModelError("this detector reads each node's neighbours in the tree: pass the parent rows")
         p = np.asarray(self.booster.predict(X, num_threads=2))
         if self.context is not None:
-            if parent is None or len(parent) != len(X):
-                raise ModelError("this detector reads each node's neighbours in the tree: pass the parent rows")
             p = np.asarray(self.context.predict(_context_table(parent, p, X, names), num_threads=2))
-        if self.tips is not None and parent is not None:
+        if self.tips is not None:
             tip = np.flatnonzero(_tip_rows(parent))
             if len(tip):
                 p[tip] = np.maximum(p[tip], self.tips.predict(X[tip], num_threads=2))
@@ -161,9 +162,7 @@ def _fit_tips(X, y, etype, parent, names, seed: int, rounds: int, valid: tuple |
 def _tip_rows(parent: np.ndarray) -> np.ndarray:
     """Nodes with a parent and no child."""
     parent = np.asarray(parent)
-    has_child = np.zeros(len(parent), bool)
-    has_child[parent[parent >= 0]] = True
-    return (parent >= 0) & ~has_child
+    return (parent >= 0) & (child_counts(parent) == 0)
 
 
 def type_weights(y: np.ndarray, etype: np.ndarray, cap: float = 10.0) -> np.ndarray:
