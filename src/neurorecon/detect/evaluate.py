@@ -61,6 +61,20 @@ def threshold_at_fpr(y: np.ndarray, p: np.ndarray, fpr: float) -> float:
     return float(neg[min(k, len(neg) - 1)])
 
 
+def youden_threshold(y, p) -> float:
+    """The threshold, on a grid of 0.01 steps, that maximises recall minus false-positive rate
+    (Youden's J); of equal maxima, the highest (fewer false alerts for the same J)."""
+    y = np.asarray(y).astype(bool)
+    p = np.asarray(p, dtype=float)
+    if y.all() or not y.any():
+        raise EvaluationError("a threshold needs both correct and error nodes")
+    grid = np.round(np.arange(1, 100) / 100, 2)
+    tpr = 1.0 - np.searchsorted(np.sort(p[y]), grid, side="left") / y.sum()
+    fpr = 1.0 - np.searchsorted(np.sort(p[~y]), grid, side="left") / (~y).sum()
+    j = tpr - fpr
+    return float(grid[np.flatnonzero(j >= j.max() - 1e-12)[-1]])   # equal up to rounding
+
+
 def evaluate(y, p, etype_names=None, fpr: float = REFERENCE_FPR) -> Metrics:
     y = np.asarray(y).astype(bool)
     p = np.asarray(p, dtype=float)
