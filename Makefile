@@ -45,7 +45,7 @@ bench: $(VENV)/.bench-installed
 
 # Train the shipped detector (navis, from the bench extras, supplies the held-out fly neurons).
 train: $(VENV)/.bench-installed
-	$(BIN)/neurorecon train --out src/neurorecon/detect/models --n-train 800 --n-valid 100 --n-heldout 300 --seed 0 --rounds 500
+	$(BIN)/neurorecon train --out src/neurorecon/detect/models --n-train 800 --n-valid 100 --n-heldout 300 --seed 0 --rounds 200
 
 # Held-out detection and correction numbers for docs/detection.md.
 detection-report: $(VENV)/.bench-installed

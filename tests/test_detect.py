@@ -122,6 +122,23 @@ def test_shipped_model_loads_without_network(monkeypatch):
     assert p.shape == (3,) and np.all((p >= 0) & (p <= 1))
 
 
+def test_model_loads_without_importing_pandas_and_scores_the_same(detector):
+    """The CLI loads LightGBM with pandas hidden (start-up time); the scores are the same and
+    pandas can still be imported afterwards."""
+    code = ("import sys, numpy as np\n"
+            "from neurorecon.detect.model import load_detector\n"
+            "det = load_detector(without_pandas=True)\n"
+            "assert 'pandas' not in sys.modules\n"
+            "X = np.random.default_rng(0).normal(size=(50, len(det.names))).astype(np.float32)\n"
+            "p, _ = det.predict(X, det.names, np.arange(-1, 49))\n"
+            "import pandas\n"
+            "print(' '.join(repr(float(v)) for v in p))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    X = np.random.default_rng(0).normal(size=(50, len(detector.names))).astype(np.float32)
+    p, _ = detector.predict(X, detector.names, np.arange(-1, 49))
+    np.testing.assert_array_equal(np.array(out.split(), float), p)
+
+
 def test_context_model_needs_the_tree(detector):
     from neurorecon.detect.model import ModelError
 
@@ -250,6 +267,19 @@ def test_train_tiny_configuration(tmp_path):
     tip = (parent >= 0) & ~np.isin(np.arange(400), parent)
     np.testing.assert_array_equal(with_tips[~tip], without[~tip])
     assert (with_tips[tip] >= without[tip]).all() and (with_tips[tip] > without[tip]).any()
+    # The decision point was placed on the validation crops and is stored with the model.
+    assert 0 < det.meta["decision_point"] < 1 and det.decision_point == det.meta["decision_point"]
+
+
+def test_decision_point_rescales_odds_without_changing_ranks():
+    from neurorecon.detect.model import rescale_odds
+
+    p = np.array([0.0, 1e-9, 0.05, 0.2, 0.34, 0.5, 0.9, 1.0])
+    q = rescale_odds(p, 0.34)
+    assert q[4] == pytest.approx(0.5) and q[0] == 0.0 and q[-1] == 1.0
+    assert np.all(np.diff(q) > 0) and np.all(q[1:-1] > p[1:-1])
+    np.testing.assert_array_equal(rescale_odds(p, 0.5), p)
+    assert rescale_odds(np.array([0.8]), 0.8)[0] == pytest.approx(0.5)
 
 
 def test_prune_proposals_take_whole_flagged_stretches_only():

@@ -251,7 +251,7 @@ def detect(
     # this one's own imports (tensorstore, rich): two threads importing packages at the same time
     # can each find the other's modules half-initialised (an ImportError, now and then).
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="neurorecon-model") as ex:
-        detector = ex.submit(load_detector, model)
+        detector = ex.submit(load_detector, model, without_pandas=True)
         try:
             result = run_detect(neuron, volume, detector=detector, threshold=threshold, progress=advance)
         except ModelError as e:
@@ -359,7 +359,7 @@ def train(
     n_heldout: int = typer.Option(400, "--n-heldout", min=0, help="Held-out crops to measure (0: skip)."),
     seed: int = typer.Option(0, "--seed"),
     jobs: int = typer.Option(2, "-j", "--jobs", min=1),
-    rounds: int = typer.Option(600, "--rounds", min=1, help="Most boosting rounds."),
+    rounds: int = typer.Option(200, "--rounds", min=1, help="Most boosting rounds."),
 ) -> None:
     """Generate the benchmark and train the detector (fixed seeds: same command, same model)."""
     from .detect.evaluate import format_metrics

@@ -32,7 +32,7 @@ def _names(etype: np.ndarray) -> np.ndarray:
 
 
 def train(out: str | Path | None, *, n_train: int = 1200, n_valid: int = 150, n_heldout: int = 400, seed: int = 0,
-          jobs: int = 2, rounds: int = 600, data_dir=None, progress=None) -> TrainReport:
+          jobs: int = 2, rounds: int = 200, data_dir=None, progress=None) -> TrainReport:
     t0 = time.time()
     train_golds = load_sources(TRAIN_SOURCES, data_dir)
     held_golds = load_sources(HELDOUT_SOURCES, data_dir)
@@ -40,7 +40,7 @@ def train(out: str | Path | None, *, n_train: int = 1200, n_valid: int = 150, n_
         raise FileNotFoundError("no training neurons found (expected ../shared/data/morphologies or $NEURORECON_DATA)")
     tr = build_split(train_golds, n_train, seed, False, jobs=jobs, progress=progress)
     va = build_split(train_golds, n_valid, seed + 1, False, jobs=jobs, progress=progress)
-    meta = {"command": f"neurorecon train --n-train {n_train} --n-valid {n_valid} --n-heldout {n_heldout} --seed {seed}",
+    meta = {"command": f"neurorecon train --n-train {n_train} --n-valid {n_valid} --n-heldout {n_heldout} --seed {seed} --rounds {rounds}",
             "train_sources": list(TRAIN_SOURCES), "heldout_sources": list(HELDOUT_SOURCES),
             "n_train_nodes": int(len(tr.y)), "n_train_errors": int(tr.y.sum())}
     det = fit(tr.X, tr.y, tr.etype, tr.names, seed=seed, rounds=rounds, valid=(va.X, va.y, va.parent), meta=meta,
