@@ -176,13 +176,22 @@ def fit(X, y, etype, names, *, seed: int = 0, rounds: int = 200, reason_rounds: 
         tips = _fit_tips(X, y, etype, parent, names, seed, tip_rounds, valid)
         meta.update(tip_model=True, tip_best_iteration=tips.best_iteration)
     det = Detector(booster, reasons, tuple(names), meta, context, tips)
-    if valid is not None and (len(valid) > 2 or (context is None and tips is None)) and 0 < np.sum(valid[1] > 0) < len(valid[1]):
-        from .evaluate import youden_threshold
-
-        pv, _ = det.predict(valid[0], names, valid[2] if len(valid) > 2 else None, reason_threshold=np.inf)
-        det.decision_point = youden_threshold(valid[1], pv)
-        meta.update(decision_point=det.decision_point, decision_rule="Youden's J on the validation crops")
+    if valid is not None:
+        _place_decision_point(det, valid)
     return det
+
+
+def _place_decision_point(det: Detector, valid: tuple) -> None:
+    """Youden's J over the validation scores (see the module docstring); left at 0.5 when the
+    validation crops lack either class."""
+    from .evaluate import youden_threshold
+
+    y = np.asarray(valid[1]) > 0
+    if y.all() or not y.any():
+        return
+    pv, _ = det.predict(valid[0], det.names, valid[2] if len(valid) > 2 else None, reason_threshold=np.inf)
+    det.decision_point = youden_threshold(y, pv)
+    det.meta.update(decision_point=det.decision_point, decision_rule="Youden's J on the validation crops")
 
 
 def _fit_tips(X, y, etype, parent, names, seed: int, rounds: int, valid: tuple | None):
