@@ -102,12 +102,17 @@ def cross_pairs(a: np.ndarray, b: np.ndarray, r: float, keep=None, chunk: int = 
         return _EMPTY
     if len(a) > len(b):
         # Queries cost more than the grid: query with the smaller set.
-        flipped = None if keep is None else (lambda j, i, d: keep(i, j, d))
-        j, i, d = cross_pairs(b, a, r, keep=flipped, chunk=chunk)
-        return i, j, d
+        return _swapped(cross_pairs, a, b, r, keep, chunk)
     lo, size, dims = _frame([a, b], r)
     pairs = _candidates(_Grid(a, lo, size, dims), _Grid(b, lo, size, dims), _FULL_NEIGHBOURHOOD, dims, chunk, same=False)
     return _collect(pairs, a, b, r, keep, ordered=False)
+
+
+def _swapped(search, a: np.ndarray, b: np.ndarray, r: float, keep, chunk: int):
+    """``search(b, a, ...)`` with its results, and the arguments ``keep`` sees, in (a, b) order."""
+    flipped = None if keep is None else (lambda j, i, d: keep(i, j, d))
+    j, i, d = search(b, a, r, keep=flipped, chunk=chunk)
+    return i, j, d
 
 
 def close_pairs_by_rows(xyz: np.ndarray, r: float, chunk: int = 1 << 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -157,9 +162,7 @@ def cross_pairs_by_rows(a: np.ndarray, b: np.ndarray, r: float, keep=None, chunk
     if len(a) == 0 or len(b) == 0 or not np.isfinite(r) or r < 0:
         return _EMPTY
     if len(a) > len(b):
-        flipped = None if keep is None else (lambda j, i, d: keep(i, j, d))
-        j, i, d = cross_pairs_by_rows(b, a, r, keep=flipped, chunk=chunk)
-        return i, j, d
+        return _swapped(cross_pairs_by_rows, a, b, r, keep, chunk)
     lo, size, dims = _frame([a, b], r)
     ga, gb = _Grid(a, lo, size, dims), _Grid(b, lo, size, dims)
 
