@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 OUT ?= out/demo
 
-.PHONY: demo test chromium screenshots bench bench-detect bench-convert train detection-report install dev clean
+.PHONY: demo test chromium screenshots bench bench-detect bench-convert train detection-report detection-real install dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ train: $(VENV)/.bench-installed
 detection-report: $(VENV)/.bench-installed
 	$(BIN)/python -m neurorecon.detect.benchmark --n 120 --seed 12345 --out docs/detection_heldout.md
 	$(BIN)/python -m neurorecon.detect.benchmark --n 60 --seed 12345 --spacing 1 --out docs/detection_heldout_1um.md
+
+# False alerts on the real DIADEM confocal stacks' gold traces, and the model's held-out targets.
+detection-real: $(VENV)/.installed
+	$(BIN)/python -m neurorecon.detect.benchmark_real --out docs/detection_real.md
 
 bench-detect: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_detect.py --out docs/benchmarks.md
