@@ -242,6 +242,27 @@ def test_render_dtype_and_contrast(bits, dtype):
     assert img.max() < top  # no saturation without beads
 
 
+def test_confocal_style_black_background_and_saturated_fibre():
+    # The DIADEM stacks: background cut to 0 by the detector offset, bright fibres at the top value.
+    f, shape, (j, k), im = _horizontal_fibre((0.5, 0.5, 1.0))
+    plain = render(f, np.zeros(3), shape, im.with_changes(background=2.0, read_noise=1.0), np.random.default_rng(1))
+    conf = render(f, np.zeros(3), shape, im.with_changes(background=2.0, read_noise=1.0, black_level=6.0, gain_boost=4.0),
+                  np.random.default_rng(1))
+    off = np.concatenate([conf[:, :3].ravel(), conf[:, -3:].ravel()])
+    assert (off == 0).mean() > 0.95 and (np.concatenate([plain[:, :3].ravel(), plain[:, -3:].ravel()]) == 0).mean() < 0.5
+    on = conf[k, j, :]
+    assert (on == 255).mean() > 0.5 and plain[k, j, :].max() < 255
+
+
+def test_trace_offset_moves_every_node_and_labels_none():
+    off = np.array([0.6, -0.3, 0.1])
+    seed = next(sd for sd in SEEDS if _make(sd, n_errors=(0, 0)) is not None)
+    a = _make(seed, n_errors=(0, 0))
+    b = _make(seed, n_errors=(0, 0), trace_offset=off)
+    np.testing.assert_allclose(b.trace.xyz - a.trace.xyz, np.broadcast_to(off, a.trace.xyz.shape), atol=1e-3)
+    assert not b.label.any() and np.array_equal(a.image, b.image)
+
+
 def test_imaging_rejects_bad_settings():
     with pytest.raises(ValueError, match="bits"):
         Imaging(bits=12)

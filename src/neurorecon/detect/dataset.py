@@ -19,7 +19,9 @@ import numpy as np
 from ..io.swc import read_swc
 from .render import Imaging
 
-TRAIN_SOURCES = ("mouse_wholebrain_axons", "cortical_cng", "synthetic:arbors")
+#: ``diadem:calibration``: the gold traces of the DIADEM calibration stacks (fly projection-neuron
+#: axons; :data:`neurorecon.detect.benchmark_real.CALIBRATION_STACKS`), rendered like any neuron.
+TRAIN_SOURCES = ("mouse_wholebrain_axons", "cortical_cng", "synthetic:arbors", "diadem:calibration")
 N_SYNTHETIC_ARBORS = 40
 HELDOUT_SOURCES = ("allen_v1", "neuromorpho_varied", "navis:hemibrain")
 #: Node spacing of training traces, µm (held-out traces: 1.5-3.5, :func:`neurorecon.detect.synth.make_sample`).
@@ -38,13 +40,28 @@ HELDOUT_IMAGING = (
 )
 
 
+#: Share of training crops imaged in the confocal style (:func:`train_imaging`).
+CONFOCAL_SHARE = 0.35
+
+
 def train_imaging(rng: np.random.Generator) -> Imaging:
-    """A random setting from the training ranges."""
-    vxy = rng.uniform(0.35, 0.65)
-    return Imaging(voxel_size=(vxy, vxy, rng.uniform(0.9, 1.2)), psf_sigma=(rng.uniform(0.3, 0.5), rng.uniform(0.8, 1.6)),
-                   signal=rng.uniform(25, 150), background=rng.uniform(5, 30), background_variation=rng.uniform(0, 0.5),
-                   read_noise=rng.uniform(0.5, 4.0), bead_rate=rng.uniform(0.3, 1.5), dim_rate=rng.uniform(0, 1.5),
-                   bits=int(rng.choice([8, 16])), name="train")
+    """A random setting from the training ranges.
+
+    A share of the crops (:data:`CONFOCAL_SHARE`) is imaged like a confocal stack (the DIADEM
+    stacks): a few background photons cut to 0 by the detector offset, and a gain at which bright
+    fibres saturate. Before session 9 every training background was noisy and unsaturated, and on
+    real confocal stacks the detector flagged 10 % of the gold nodes."""
+    vxy = rng.uniform(0.32, 0.65)
+    im = Imaging(voxel_size=(vxy, vxy, rng.uniform(0.9, 1.2)), psf_sigma=(rng.uniform(0.3, 0.5), rng.uniform(0.8, 1.6)),
+                 signal=rng.uniform(25, 150), background=rng.uniform(5, 30), background_variation=rng.uniform(0, 0.5),
+                 read_noise=rng.uniform(0.5, 4.0), bead_rate=rng.uniform(0.3, 1.5), dim_rate=rng.uniform(0, 1.5),
+                 bits=int(rng.choice([8, 16])), name="train")
+    if rng.random() < CONFOCAL_SHARE:
+        bg = rng.uniform(0.2, 4.0)
+        noise = np.sqrt(bg + im.read_noise ** 2)
+        im = im.with_changes(background=bg, black_level=bg + rng.uniform(0.0, 3.0) * noise,
+                             gain_boost=float(np.exp(rng.uniform(np.log(0.7), np.log(4.0)))), bits=8, name="train_confocal")
+    return im
 
 
 def shared_data_dir() -> Path:
@@ -63,7 +80,8 @@ def shared_data_dir() -> Path:
 def load_sources(sources, data_dir: Path | None = None, min_nodes: int = 30) -> list:
     """Gold neurons (µm) of the named sources: folders under data/morphologies,
     ``navis:hemibrain`` (the navis wheel's hemibrain skeletons, converted from 8 nm voxels) or
-    ``synthetic:arbors`` (random arbors of :mod:`neurorecon.detect.arbors`)."""
+    ``synthetic:arbors`` (random arbors of :mod:`neurorecon.detect.arbors`) or
+    ``diadem:calibration`` (the DIADEM calibration stacks' gold traces)."""
     from .synth import gold_from_neuron
 
     data_dir = data_dir or shared_data_dir()
@@ -73,6 +91,12 @@ def load_sources(sources, data_dir: Path | None = None, min_nodes: int = 30) -> 
             from .arbors import synthetic_arbors
 
             out.extend(synthetic_arbors(N_SYNTHETIC_ARBORS))
+            continue
+        if src == "diadem:calibration":
+            from .benchmark_real import CALIBRATION_STACKS, diadem_dir
+
+            for name in CALIBRATION_STACKS:
+                out.append(gold_from_neuron(read_swc(diadem_dir(data_dir) / f"{name}.swc", strict=False)))
             continue
         if src == "navis:hemibrain":
             files, scale = _navis_swcs(), 0.008
@@ -128,10 +152,25 @@ def draw_sample(golds: list, i: int, seed: int, heldout: bool, size=(80.0, 80.0,
         # Training traces are also sampled more densely than the held-out ones (1 µm, as many
         # tracers and resampling tools leave them), so that spacing is learnt as a nuisance.
         step = spacing if spacing is not None or heldout else float(rng.uniform(*TRAIN_SPACING_UM))
-        s = make_sample(gold, others, imaging, rng, size_um=size, spacing=step, reroot=0.0 if heldout else 0.3)
+        # Hand traces often sit 1-2 voxels beside the fibre's centre as a whole (DIADEM's OP_2, 5, 6):
+        # not an error, and training must say so.
+        offset = None if heldout or rng.random() >= OFFSET_SHARE else _xy_offset(rng)
+        s = make_sample(gold, others, imaging, rng, size_um=size, spacing=step, reroot=0.0 if heldout else 0.3,
+                        trace_offset=offset)
         if s is not None:
             return s, g
     return None
+
+
+#: Share of training traces shifted as a whole beside their fibre (:func:`_xy_offset`).
+OFFSET_SHARE = 0.3
+
+
+def _xy_offset(rng: np.random.Generator) -> np.ndarray:
+    """A lateral shift of 0.3-0.8 µm in a random xy direction (and up to 0.3 µm in z)."""
+    a = rng.uniform(0, 2 * np.pi)
+    r = rng.uniform(0.3, 0.8)
+    return np.array([r * np.cos(a), r * np.sin(a), rng.uniform(-0.3, 0.3)])
 
 
 def without_soma_type(neuron):
@@ -196,3 +235,54 @@ def build_split(golds: list, n_crops: int, seed: int, heldout: bool, *, jobs: in
                  np.concatenate([np.full(len(r[1]), r[3], dtype=object) for _, r in results]),
                  np.concatenate([np.full(len(r[1]), r[4]) for _, r in results]),
                  np.concatenate([np.full(len(r[1]), k) for k, r in results]), results[0][1][5], parent)
+
+
+#: Node spacings (µm; None: as traced) at which the calibration stacks' gold traces are used as
+#: correct examples, each also with a little annotation jitter.
+REAL_SPACINGS = (None, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5)
+REAL_JITTER_UM = 0.15
+
+
+def real_negatives(stacks, seed: int, data_dir: Path | None = None) -> Split:
+    """Correct examples from real confocal images: the gold traces of the DIADEM calibration
+    stacks (:data:`neurorecon.detect.benchmark_real.CALIBRATION_STACKS`), as traced and resampled
+    to the training spacings, all nodes label 0. Every variant of one stack gets the stack's crop
+    number, so that the context model's out-of-fold scores never come from a model that saw the
+    same stack. No error is injected: what lies untraced in a real image is unknown."""
+    from ..io.volume import open_volume
+    from .benchmark_real import DIADEM_VOXEL_UM, diadem_dir
+    from .features import compute_features
+    from .synth import resample_rows
+
+    parts = []
+    for k, name in enumerate(stacks):
+        folder = diadem_dir(data_dir)
+        gold = read_swc(folder / f"{name}.swc")
+        volume = open_volume(folder / f"{name}.tif", voxel_size=DIADEM_VOXEL_UM)
+        rng = np.random.default_rng([seed, k])
+        for spacing in REAL_SPACINGS:
+            n = gold
+            if spacing is not None:
+                rows, parent = resample_rows(gold.parent, gold.xyz, spacing)
+                if len(rows) == len(gold):
+                    continue
+                n = _as_tree(gold, rows, parent)
+            n = n.with_changes(xyz=n.xyz + rng.normal(0.0, REAL_JITTER_UM, n.xyz.shape))
+            ft = compute_features(n, volume)
+            parts.append((ft, k, name))
+    off = np.cumsum([0] + [len(ft.X) for ft, _, _ in parts])[:-1]
+    m = sum(len(ft.X) for ft, _, _ in parts)
+    return Split(np.concatenate([ft.X for ft, _, _ in parts]), np.zeros(m, np.int8), np.zeros(m, np.int8),
+                 np.concatenate([np.full(len(ft.X), f"real_{nm}", dtype=object) for ft, _, nm in parts]),
+                 np.concatenate([np.full(len(ft.X), -1 - k) for ft, k, _ in parts]),
+                 np.concatenate([np.full(len(ft.X), k) for ft, k, _ in parts]), parts[0][0].names,
+                 np.concatenate([np.where(ft.parent >= 0, ft.parent + o, -1) for (ft, _, _), o in zip(parts, off)]))
+
+
+def _as_tree(neuron, rows: np.ndarray, parent: np.ndarray):
+    """The nodes ``rows`` of ``neuron`` as a tree with parent rows ``parent`` (ids 1..n)."""
+    from ..morphology.neuron import Neuron
+
+    ids = np.arange(1, len(rows) + 1)
+    return Neuron.from_arrays(ids, neuron.types[rows], neuron.xyz[rows], neuron.radius[rows],
+                              np.where(parent >= 0, parent + 1, -1))

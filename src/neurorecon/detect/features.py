@@ -84,6 +84,7 @@ def _image_features(raw: RawImage, xyz, parent, fc) -> tuple[np.ndarray, dict]:
     cols.update(_upstream(parent, img["turn_off"], k=12))
     cols.update(_upstream(parent, img["fwd_unexpl7"], k=12, name="up_fwd_unexpl"))
     cols.update(_section_max(parent, {"fwd_unexpl7": img["fwd_unexpl7"], "turn_off": img["turn_off"]}))
+    cols.update(_continuity(raw, contrast, xyz, parent, fc))
     return contrast, cols
 
 
@@ -421,6 +422,69 @@ def _end_shells_traced(xyz: np.ndarray, parent: np.ndarray) -> tuple[np.ndarray,
     stretch = np.array([1.0, 1.0, 1.0 / Z_STRETCH])
     traced = any_within(pts * stretch, edge_points(xyz, parent) * stretch, END_CLEAR_UM)
     return ends, traced.reshape(len(ends), len(SHELL_R), -1)
+
+
+#: Path length (µm) over which the directions into and out of a node are measured by
+#: :func:`_continuity`: longer than the annotation jitter bends a few edges, shorter than a jump.
+BEND_UM = 6.0
+BEND_HOPS = 12
+
+
+def _continuity(raw: RawImage, c: np.ndarray, xyz: np.ndarray, parent: np.ndarray, fc: np.ndarray) -> dict:
+    """Does the trace keep its fibre's course? (jump: it leaves its fibre at a crossing and follows
+    a neighbour).
+
+    * ``bend6``: the angle (degrees) between the way the trace comes in over the last 6 µm and the
+      way it goes on over the next 6 µm (NaN at ends): a jump bends the path at a crossing, not at
+      a branch point, while hand-trace jitter only bends single edges;
+    * ``fwd_parent4`` / ``fwd_parent7``: the brightest untraced shell point within 40 degrees of
+      the incoming 6 µm direction: the parent's fibre goes straight on, untraced;
+    * ``up_fwd_parent``: its maximum over the 12 nodes above (the nodes after the turn carry it),
+      and ``sec_max_bend6`` / ``sec_max_fwd_parent`` over the unbranched section."""
+    n = len(xyz)
+    step = np.where(parent >= 0, np.linalg.norm(xyz - xyz[np.maximum(parent, 0)], axis=1), 0.0)
+    up = _along(graph.ancestors(parent, np.arange(n), BEND_HOPS), step, from_child=False)
+    down_rows = np.full((n, BEND_HOPS + 1), -1, np.int64)
+    down_rows[:, 0] = np.arange(n)
+    for j in range(1, BEND_HOPS + 1):
+        prev = down_rows[:, j - 1]
+        down_rows[:, j] = np.where(prev >= 0, fc[np.maximum(prev, 0)], -1)
+    down = _along(down_rows, step, from_child=True)
+    u_in = _unit_rows(xyz - xyz[np.maximum(up, 0)])
+    u_out = _unit_rows(xyz[np.maximum(down, 0)] - xyz)
+    with np.errstate(invalid="ignore"):
+        cos = np.clip(np.einsum("ij,ij->i", u_in, u_out), -1.0, 1.0)
+    bend = np.where((up >= 0) & (down >= 0), np.degrees(np.arccos(cos)), np.nan)
+    cone = (np.nan_to_num(u_in) @ SHELL_DIRS.T) > np.cos(np.radians(40.0))
+    keep = cone[:, None, :] & ~raw.shell_cov & np.isfinite(raw.shell) & (up >= 0)[:, None, None]
+    top = np.where(keep, raw.shell, -np.inf).max(axis=2)
+    with np.errstate(all="ignore"):
+        val = (top - raw.background[:, None]) / c[:, None]
+    val = np.where(np.isfinite(val), val, 0.0)
+    out = {"bend6": bend, "fwd_parent4": val[:, 0], "fwd_parent7": val[:, 1]}
+    out.update(_upstream(parent, val.max(1), k=BEND_HOPS, name="up_fwd_parent"))
+    del out["up_fwd_parent_hops"]
+    out.update(_section_max(parent, {"bend6": np.nan_to_num(bend), "fwd_parent": val.max(1)}))
+    return out
+
+
+def _along(rows: np.ndarray, step: np.ndarray, from_child: bool) -> np.ndarray:
+    """Per node, the first of ``rows`` (its ancestors or first-child descendants, one column per
+    hop, -1 past an end) at least BEND_UM of path away, else the farthest one; -1 if none."""
+    valid = rows >= 0
+    # Edge lengths walked: to an ancestor, the edges of the rows before it; to a descendant, its own.
+    edge = np.where(valid, step[np.maximum(rows, 0)], 0.0)
+    walked = np.cumsum(edge[:, 1:], axis=1) if from_child else np.cumsum(edge[:, :-1], axis=1)
+    ok = valid[:, 1:]
+    far = ok & (walked >= BEND_UM)
+    last = np.where(ok.any(1), ok.shape[1] - 1 - np.argmax(ok[:, ::-1], axis=1), -1)
+    j = np.where(far.any(1), np.argmax(far, axis=1), last)
+    return np.where(j >= 0, rows[np.arange(len(rows)), j + 1], -1)
+
+
+def _unit_rows(v: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(v, axis=1, keepdims=True)
+    return np.where(norm > 0, v / np.where(norm > 0, norm, 1.0), np.nan)
 
 
 def _nanmean(v: np.ndarray) -> np.ndarray:

@@ -36,6 +36,10 @@ class Imaging:
     dim_rate : dim stretches per 100 µm of fibre (each 5-15 µm long, at 25-50% brightness).
     bits : 8 or 16.
     name : a label for reports.
+    black_level : photons subtracted before digitising (a detector offset set so that the
+        background reads 0, as in many confocal stacks: a near-black, clipped background).
+    gain_boost : the gain relative to the default one (above 1: bright fibres saturate at the top
+        value, as confocal fibres often do at 254-255).
     """
 
     voxel_size: tuple[float, float, float] = (0.5, 0.5, 1.0)
@@ -49,6 +53,8 @@ class Imaging:
     dim_rate: float = 1.0
     bits: int = 8
     name: str = "default"
+    black_level: float = 0.0
+    gain_boost: float = 1.0
 
     def __post_init__(self):
         if len(self.voxel_size) != 3 or min(self.voxel_size) <= 0:
@@ -179,8 +185,8 @@ def add_noise(fibre: np.ndarray, imaging: Imaging, rng: np.random.Generator) -> 
     top = 255 if imaging.bits == 8 else 65535
     # Gain puts a normal fibre at ~40% of the range (8 bit) or ~6% (16 bit, lots of headroom).
     target = 100.0 if imaging.bits == 8 else 4000.0
-    gain = target / (imaging.signal + imaging.background)
-    img = np.clip(np.rint(counts * gain), 0, top)
+    gain = imaging.gain_boost * target / (imaging.signal + imaging.background)
+    img = np.clip(np.rint((counts - imaging.black_level) * gain), 0, top)
     return img.astype(np.uint8 if imaging.bits == 8 else np.uint16)
 
 

@@ -117,9 +117,11 @@ def _distractor(other: Neuron, target: np.ndarray, rng: np.random.Generator, lo,
 def make_sample(gold: Neuron, others: list[Neuron], imaging: Imaging, rng: np.random.Generator, *,
                 size_um: tuple[float, float, float] = (96.0, 96.0, 64.0), spacing: float | None = None,
                 n_errors: tuple[int, int] = (1, 4), n_distractors: tuple[int, int] = (0, 3),
-                error_weights: dict | None = None, reroot: float = 0.0) -> Sample | None:
+                error_weights: dict | None = None, reroot: float = 0.0,
+                trace_offset: np.ndarray | None = None) -> Sample | None:
     """One crop of ``gold`` with its rendered image and an error-injected trace (None if the crop
-    holds too little of the neuron)."""
+    holds too little of the neuron). ``trace_offset`` (µm): the whole trace lies that far beside
+    its fibre (a hand trace off the fibre's centre; not an error)."""
     spacing = float(rng.uniform(1.5, 3.5)) if spacing is None else spacing
     vs = np.asarray(imaging.voxel_size, float)
     shape = tuple(int(s) for s in np.ceil(np.asarray(size_um)[::-1] / vs[::-1]))
@@ -132,6 +134,8 @@ def make_sample(gold: Neuron, others: list[Neuron], imaging: Imaging, rng: np.ra
     trace = _crop_trace(gold, rows, kept_parent, inside, rng, reroot)
     if trace is None:
         return None
+    if trace_offset is not None:
+        trace.xyz += np.asarray(trace_offset, float)
     fibres = [Fibres.from_tree(gold.xyz, gold.parent, gold.radius)]
     kmin, kmax = n_distractors
     alive = np.flatnonzero(trace.alive)
