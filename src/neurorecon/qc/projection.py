@@ -82,7 +82,8 @@ def fit_panels(xyz: np.ndarray, views=((0, 1), (0, 2)), max_px: int = 560, pad_p
     out = []
     for a, b in views:
         w, h = (int(np.ceil(span[k] * scale)) + 2 * pad_px + 1 for k in (a, b))
-        out.append(Panel(a, b, (float(lo[a] - pad_px / scale), float(lo[b] - pad_px / scale)), scale, w, max(h, 24)))
+        extra = max(48 - h, 0)                # a flat view gets room for its markers, the tree centred
+        out.append(Panel(a, b, (float(lo[a] - pad_px / scale), float(lo[b] - (pad_px + extra / 2) / scale)), scale, w, h + extra))
     return out
 
 
@@ -121,16 +122,18 @@ def tree_picture(neuron, panel: Panel, tint: dict | None = None) -> np.ndarray:
 
 def marker_radius(count) -> np.ndarray:
     """Radius (px) of a marker for ``count`` findings: a ring of 5 px for one, a disc growing with
-    the logarithm of the count for a group."""
+    the logarithm of the count for a group, up to 16 px (16 findings and more: the count says it)."""
     count = np.asarray(count, dtype=float)
-    return np.where(count > 1, 6.0 + 2.5 * np.log2(np.maximum(count, 1)), 5.0)
+    return np.where(count > 1, np.minimum(6.0 + 2.5 * np.log2(np.maximum(count, 1)), 16.0), 5.0)
 
 
 def cluster_points(px: np.ndarray, cell: float) -> np.ndarray:
     """Group points so that no two markers overlap; returns a group number (0..k-1) per point.
 
-    A grid of ``cell`` pixels groups the points first; then groups whose markers (of
-    :func:`marker_radius`) would overlap are joined, repeatedly, until none do.
+    A grid of ``cell`` pixels groups the points first. Then the groups, largest first, each join
+    the nearest kept group whose marker (of :func:`marker_radius`, at the mean of its points)
+    theirs would overlap, or are kept; one pass does not chain joins, so a crowd does not swallow
+    its neighbours one by one. Passes repeat until one joins nothing: then no markers overlap.
 
     Examples
     --------
@@ -141,34 +144,39 @@ def cluster_points(px: np.ndarray, cell: float) -> np.ndarray:
     if not len(px):
         return np.zeros(0, np.int64)
     group = np.unique(np.floor(px / cell), axis=0, return_inverse=True)[1].ravel()
-    while group.max() >= 2000:            # the pairwise distances below stay small (< 2000 x 2000)
-        cell *= 2
-        group = np.unique(np.floor(px / cell), axis=0, return_inverse=True)[1].ravel()
-    for _ in range(64):
-        n = int(group.max()) + 1
-        count = np.bincount(group, minlength=n)
-        centre = np.stack([np.bincount(group, px[:, k], n) for k in (0, 1)], 1) / count[:, None]
-        r = marker_radius(count)
-        d = np.sqrt(((centre[:, None, :] - centre[None, :, :]) ** 2).sum(-1))
-        i, j = np.nonzero(np.triu(d < (r[:, None] + r[None, :]), 1))
-        if not len(i):
+    n = int(group.max()) + 1
+    count = np.bincount(group, minlength=n).astype(float)
+    centre = np.stack([np.bincount(group, px[:, k], n) for k in (0, 1)], 1) / count[:, None]
+    for _ in range(32):
+        into, count, centre = _join_overlapping(count, centre)
+        group = into[group]
+        if len(into) == len(count):
             break
-        group = _components(n, i, j)[group]
-    return group
+    return np.unique(group, return_inverse=True)[1].ravel()
 
 
-def _components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Connected components (numbered 0..k-1) of the graph on n nodes with edges i-j."""
-    label = np.arange(n)
-    while True:
-        low = np.minimum(label[i], label[j])
-        new = label.copy()
-        np.minimum.at(new, i, low)
-        np.minimum.at(new, j, low)
-        new = new[new]                                   # follow the pointers towards the roots
-        if np.array_equal(new, label):
-            return np.unique(label, return_inverse=True)[1].ravel()
-        label = new
+def _join_overlapping(count: np.ndarray, centre: np.ndarray):
+    """One pass: each group (largest first) joins the nearest kept group it would overlap, or is
+    kept. Returns the kept group of each input group, and the kept groups' counts and centres
+    (the means of their points)."""
+    order = np.argsort(-count, kind="stable")
+    into = np.empty(len(count), np.int64)
+    kept_c, kept_n = np.empty((len(count), 2)), np.empty(len(count))
+    k = 0
+    for g in order.tolist():
+        if k:
+            d = np.sqrt(((kept_c[:k] - centre[g]) ** 2).sum(1))
+            hit = d < marker_radius(kept_n[:k]) + marker_radius(count[g])
+            if hit.any():
+                j = int(np.flatnonzero(hit)[np.argmin(d[hit])])
+                into[g] = j
+                kept_n[j] += count[g]
+                continue
+        into[g], kept_c[k], kept_n[k] = k, centre[g], count[g]
+        k += 1
+    n = np.bincount(into, count, k)
+    means = np.stack([np.bincount(into, count * centre[:, j], k) for j in (0, 1)], 1) / n[:, None]
+    return into, n, means
 
 
 @dataclass(frozen=True)
