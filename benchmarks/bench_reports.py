@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--src", type=Path, default=REPO / "src", help="the package folder to measure (default: this checkout's)")
     args = ap.parse_args(argv)
     env = {**os.environ, "PYTHONPATH": str(args.src.resolve()), "COLUMNS": "100"}
-    base = [sys.executable, "-m", "neurorecon", "check", str(args.file), "-q"]
+    base = [sys.executable, "-m", "neurorecon", "check", str(args.file)]
     with tempfile.TemporaryDirectory() as tmp:
         html = Path(tmp) / "html"
         _run(base, env)                               # warm the file cache and the byte-code
