@@ -651,3 +651,43 @@ def test_readme_examples_use_options_that_exist():
             cmd.make_context(words[0], words[1:], resilient_parsing=False)
         except click.UsageError as e:
             pytest.fail(f"README: {line.strip()}: {e}")
+
+
+def test_ctrl_c_to_the_process_group_stops_check_and_its_workers(tmp_path):
+    """A terminal's Ctrl-C reaches every process of the group: the worker processes of `check -j 2`
+    say nothing, and none outlives the command."""
+    import signal
+    import time
+
+    real = Path(__file__).parent.parent.parent / "shared" / "data" / "morphologies"
+    assert len(list(real.rglob("*.swc"))) >= 30, real
+    p = subprocess.Popen([sys.executable, "-m", "neurorecon", "check", str(real), "-j", "2", "-q", "--json",
+                          str(tmp_path / "r.json")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        time.sleep(1.0)
+        sent = p.poll() is None
+        if sent:
+            os.killpg(p.pid, signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+        _check_interrupted(p, sent, err)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _group_alive(p.pid):
+            time.sleep(0.1)
+        assert not _group_alive(p.pid), "a worker outlived the command"
+    finally:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _group_alive(pgid: int) -> bool:
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":     # a zombie has exited; only its reaping is left
+            return True
+    return False

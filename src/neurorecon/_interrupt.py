@@ -15,11 +15,14 @@ import _signal as signal   # not `signal`: its enums take ~10 ms to import, a wi
 import sys
 
 MESSAGE = b"neurorecon: interrupted\n"
+_OWNER = None     # the process that installed the handler; the workers it forks inherit it
 
 
 def install() -> None:
     """Handle SIGINT from here on (not where the shell started us with it ignored)."""
+    global _OWNER
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        _OWNER = os.getpid()
         signal.signal(signal.SIGINT, _on_sigint)
 
 
@@ -30,6 +33,9 @@ def raise_keyboard_interrupt() -> None:
 
 
 def _on_sigint(signum, frame) -> None:
+    if os.getpid() != _OWNER:     # a forked worker (Ctrl-C reaches the whole process group): the
+        return                    # main process ends, and its workers with it, without a word each
+    _stop_workers()
     atomic = sys.modules.get("neurorecon.io.atomic")
     if atomic is not None:
         atomic.remove_pending()
@@ -40,3 +46,19 @@ def _on_sigint(signum, frame) -> None:
     prefix = b"\x1b[?25h\n" if os.isatty(2) else b""    # a progress bar hid the cursor mid-line
     os.write(2, prefix + MESSAGE)
     os._exit(130)
+
+
+def _stop_workers() -> None:
+    """Kill the worker processes of process pools: blocked on their task queue, they would
+    outlive this process (and hold its stdout and stderr open)."""
+    mp = sys.modules.get("multiprocessing")
+    if mp is None:
+        return
+    children = mp.active_children()
+    for child in children:
+        try:
+            child.kill()
+        except (OSError, ValueError):    # gone already
+            pass
+    for child in children:
+        child.join(timeout=1.0)
