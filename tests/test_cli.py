@@ -164,6 +164,16 @@ def test_json_schema_and_content(files, tmp_path):
     assert mp[0]["fix"] == {"action": "cut", "node_id": 8}
 
 
+def test_json_dash_prints_the_report_instead_of_the_tables(files, tmp_path):
+    r = run("check", files / "clean.swc", files / "error.swc", "--json", "-")
+    assert r.exit_code == 1
+    doc = json.loads(r.stdout)
+    _check_schema(doc)
+    run("check", files / "clean.swc", files / "error.swc", "--json", tmp_path / "r.json")
+    assert doc == _json(tmp_path / "r.json")
+    assert not Path("-").exists()
+
+
 def test_unreadable_file_reported_and_batch_continues(files, tmp_path):
     (files / "garbage.swc").write_bytes(GARBAGE)
     (files / "zeros.swc").write_bytes(b"\x00" * 100)
@@ -435,6 +445,43 @@ def readonly(tmp_path):
     else:
         pytest.skip("no folder here refuses writes (root, and no /sys)")
     d.chmod(0o755)
+
+
+def test_check_writable_cases(tmp_path, readonly):
+    from neurorecon.io.atomic import WriteError, check_writable
+
+    assert check_writable(tmp_path / "new" / "deeper" / "o.csv") == tmp_path / "new" / "deeper" / "o.csv"
+    assert not (tmp_path / "new").exists()                     # checking creates nothing
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(WriteError, match=r"f: exists; pass --overwrite"):
+        check_writable(tmp_path / "f")
+    assert check_writable(tmp_path / "f", overwrite=True)
+    with pytest.raises(WriteError, match=r"is not a folder"):
+        check_writable(tmp_path / "f" / "o.csv")
+    with pytest.raises(WriteError, match=r"exists and is not a folder"):
+        check_writable(tmp_path / "f", folder=True)
+    assert check_writable(tmp_path, folder=True)               # an existing folder may be written into
+    (tmp_path / "link").symlink_to(tmp_path / "f")
+    with pytest.raises(WriteError, match="is an input"):       # the input, under another name
+        check_writable(tmp_path / "link", overwrite=True, inputs=[tmp_path / "f"])
+    with pytest.raises(WriteError, match=r"cannot write in .*\((Permission denied|Read-only file system)\)"):
+        check_writable(readonly / "sub" / "o.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f", "link", "ro"]    # no probe file left
+
+
+def test_temporary_files_are_removed_on_error_and_on_interrupt(tmp_path):
+    from neurorecon.io import atomic
+
+    with pytest.raises(RuntimeError):
+        with atomic.temporary_beside(tmp_path / "a.txt") as tmp:
+            assert tmp.exists() and tmp.parent == tmp_path
+            raise RuntimeError
+    assert list(tmp_path.iterdir()) == []
+    with atomic.temporary_beside(tmp_path / "b.zarr", folder=True) as tmp:
+        (tmp / "0").mkdir()
+        atomic.remove_pending()                                # what the Ctrl-C handler does
+        assert not tmp.exists()
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.fixture(scope="module")
