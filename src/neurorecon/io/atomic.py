@@ -130,9 +130,8 @@ def check_writable(path: str | os.PathLike, *, overwrite: bool = False, inputs: 
         systems and a process running as root, where permission bits say nothing.
     """
     path = Path(path)
-    for src in inputs:
-        if _same_file(path, Path(src)):
-            raise WriteError(f"{path}: is an input of this command; choose another output")
+    if any(_same_file(path, Path(src)) for src in inputs):
+        raise WriteError(f"{path}: is an input of this command; choose another output")
     if folder:
         if path.exists() and not path.is_dir():
             raise WriteError(f"{path}: exists and is not a folder")
@@ -148,9 +147,10 @@ def check_writable(path: str | os.PathLike, *, overwrite: bool = False, inputs: 
 
 
 def _same_file(a: Path, b: Path) -> bool:
+    """Same path once resolved, or the same file under two names (a hard link)."""
     try:
-        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
-    except OSError:
+        return a.resolve() == b.resolve() or os.path.samefile(a, b)
+    except OSError:       # one of them does not exist: not the same file
         return False
 
 
