@@ -130,7 +130,8 @@ def check_writable(path: str | os.PathLike, *, overwrite: bool = False, inputs: 
         systems and a process running as root, where permission bits say nothing.
     """
     path = Path(path)
-    if any(_same_file(path, Path(src)) for src in inputs):
+    resolved = path.resolve()
+    if any(_same_file(path, resolved, Path(src)) for src in inputs):
         raise WriteError(f"{path}: is an input of this command; choose another output")
     if folder:
         if path.exists() and not path.is_dir():
@@ -146,10 +147,10 @@ def check_writable(path: str | os.PathLike, *, overwrite: bool = False, inputs: 
     return path
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def _same_file(a: Path, a_resolved: Path, b: Path) -> bool:
     """Same path once resolved, or the same file under two names (a hard link)."""
     try:
-        return a.resolve() == b.resolve() or os.path.samefile(a, b)
+        return a_resolved == b.resolve() or os.path.samefile(a, b)
     except OSError:       # one of them does not exist: not the same file
         return False
 
