@@ -509,6 +509,9 @@ def test_unwritable_outputs_fail_before_the_work(files, crops, readonly, tmp_pat
     _one_line_error(run_("convert", crops / "bench/crop_0000.tif", "-o", ro / "v.zarr"), "cannot write in")
     _one_line_error(run_("train", "-o", ro / "model", "--n-train", "4", "--n-valid", "2", "--n-heldout", "0"),
                     "cannot write in")
+    _one_line_error(run_("apply", crops / "bench/crop_0000.swc", crops / "s0.csv", "-o", ro / "f.swc"), "cannot write in")
+    _one_line_error(run_("review", crops / "bench/crop_0000.swc", "--image", crops / "bench/crop_0000.tif",
+                         "--review", ro / "r.json"), "cannot write in")
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "ro") == ["in"]      # nothing written anywhere
     assert not (ro / "r.json").exists() and not (ro / "bench").exists()
 
@@ -522,6 +525,9 @@ def test_outputs_never_replace_inputs_or_existing_files(files, crops, tmp_path):
     _one_line_error(_subprocess("check", files / "error.swc", "--json", files / "error.swc", cwd=tmp_path),
                     "is an input of this command")
     assert (files / "error.swc").read_text() == ERROR
+    _one_line_error(_subprocess("review", trace, "--image", tif, "--review", trace, cwd=tmp_path),
+                    "is an input of this command")
+    assert trace.read_bytes() == before
     (tmp_path / "taken.csv").write_text("mine")
     _one_line_error(_subprocess("detect", trace, "--image", tif, "-o", tmp_path / "taken.csv", cwd=tmp_path),
                     "exists; pass --overwrite")
