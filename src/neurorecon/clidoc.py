@@ -17,6 +17,7 @@ Conventions, the same in every command:
 
 * the inputs a command works on are its arguments; its main output is `-o/--out`
   (`convert SRC DST` still works, with a warning: DST as a second argument is deprecated);
+  `review` reads and writes its decisions file, so that is `--review REVIEW.json`, not `-o`;
 * `--json FILE` and `--html DIR` write reports, replaced on a rerun (`--json -` prints the JSON
   instead of the table); an existing main output is replaced only with `--overwrite`, and an
   input never is (except by `fix` and `apply` with `--overwrite`, which say so);
@@ -26,7 +27,8 @@ Conventions, the same in every command:
 * every output is checked to be writable before the work starts: a read-only folder, a folder
   where a file is wanted or an existing output is one line on stderr and exit code 2;
 * Ctrl-C at any moment ends a command with one line, `neurorecon: interrupted`, and exit code 130,
-  leaving no partial output behind (`convert` resumes where it stopped when run again);
+  leaving no partial output behind (`convert` resumes where it stopped when run again); once
+  `review` or `view` prints its URL, Ctrl-C is how it stops (exit code 0);
 * `neurorecon --version` prints the version.
 """
 
