@@ -20,6 +20,7 @@ import numpy as np
 
 from ..io.points import Point
 from ..io.swc import read_swc
+from ..morphology import graph
 from ..morphology.neuron import Neuron
 from ..qc.findings import Fix
 from ..qc.fixes import Edit, FixError, FixOutputs, apply_fix, check_outputs, output_paths, reindex, write_outputs
@@ -97,6 +98,7 @@ def apply_review(trace: str | os.PathLike, review: str | os.PathLike, out: str |
     n_in = neuron.n_nodes
     decided = session.decisions()
     accepted = [f for f in session.flags if f.key in decided and decided[f.key].decision == "accept" and f.fix]
+    _refuse_contradictions(neuron, accepted, Path(review))
     was_ordered = _parents_first(neuron)
     neuron, edits, skipped, renumber = _apply_fixes(neuron, accepted, Path(review))
     if renumber or (was_ordered and not _parents_first(neuron)):
@@ -118,18 +120,81 @@ def _apply_fixes(neuron: Neuron, accepted: list[Flag], review: Path):
     renumber = False
     rank = {a: k for k, a in enumerate(_ACTION_ORDER)}
     for f in sorted(accepted, key=lambda f: rank.get(f.fix["action"], len(rank))):   # stable: review order within
-        params = {k: v for k, v in f.fix.items() if k != "action"}
         if f.fix["action"] == "reindex":
             renumber = True
             continue
-        try:
-            neuron, done = apply_fix(neuron, Fix(f.fix["action"], params), f.check,
-                                     f"{f.reason} (accepted in review: {describe_fix(f.fix)})", edits)
-        except FixError as e:
-            raise ReviewError(f"{review}: flag {f.key}: {e}") from None
-        if not done:
-            skipped.append((f, "the nodes it names are gone or changed (an earlier accepted fix)"))
+        why = f"{f.reason} (accepted in review: {describe_fix(f.fix)})"
+        missed = 0
+        for fix in _steps(f.fix):
+            try:
+                neuron, done = apply_fix(neuron, fix, f.check, why, edits)
+            except FixError as e:
+                raise ReviewError(f"{review}: flag {f.key}: {e}") from None
+            missed += not done
+        if missed:
+            skipped.append((f, "the nodes it names are gone or changed (an earlier accepted fix)" if missed == 1
+                            or missed == len(_steps(f.fix)) else f"{missed} of its nodes are gone or changed"))
     return neuron, edits, skipped, renumber
+
+
+def _steps(fix: dict) -> list[Fix]:
+    """The ``neurorecon fix`` edits of one accepted fix (a site's move names several nodes)."""
+    if fix["action"] == "move" and "nodes" in fix:
+        try:
+            return [Fix("move", {"node_id": m["node_id"], "xyz": m["xyz"]}) for m in fix["nodes"]]
+        except (KeyError, TypeError) as e:
+            raise ReviewError(f"fix 'move': bad or missing parameter {e} in its nodes") from None
+    return [Fix(fix["action"], {k: v for k, v in fix.items() if k != "action"})]
+
+
+# ------------------------------------------------------------------------------- contradictions
+def _refuse_contradictions(neuron: Neuron, accepted: list[Flag], review: Path) -> None:
+    """Raise :class:`ReviewError` naming two accepted flags that change one node in incompatible
+    ways (move it and prune it, move it to two places, give it two types or two parents)."""
+    seen: dict[int, tuple[Flag, str, object]] = {}
+    for f in accepted:
+        try:
+            effects = _effects(neuron, f.fix)
+        except ReviewError as e:
+            raise ReviewError(f"{review}: flag {f.key}: {e}") from None
+        for row, kind, value in effects:
+            if row not in seen:
+                seen[row] = (f, kind, value)
+                continue
+            g, k2, v2 = seen[row]
+            if g is f or (kind == k2 and (kind == "gone" or value == v2)):
+                continue
+            what = (f"{_WORDS[k2]} and {_WORDS[kind]}" if kind != k2 else f"{_WORDS[kind]} twice, differently")
+            raise ReviewError(f"{review}: accepted flags {g.key} ({describe_fix(g.fix)}) and {f.key} "
+                              f"({describe_fix(f.fix)}) contradict each other at node {int(neuron.ids[row])} "
+                              f"({what}); reject one of them in `neurorecon review` and apply again")
+
+
+_WORDS = {"xyz": "move it", "type": "relabel it", "parent": "reconnect it", "gone": "remove it"}
+
+
+def _effects(neuron: Neuron, fix: dict) -> list[tuple[int, str, object]]:
+    """(row, what changes, to what) for every node ``fix`` changes, on the reviewed trace."""
+    a = fix.get("action")
+    try:
+        if a == "move":
+            nodes = fix["nodes"] if "nodes" in fix else [fix]
+            rows = neuron.index_of([int(m["node_id"]) for m in nodes])
+            return [(int(r), "xyz", tuple(np.round(m["xyz"], 4))) for r, m in zip(rows, nodes) if r >= 0]
+        if a == "relabel":
+            return [(int(r), "type", int(fix["type"])) for r in neuron.index_of(fix["node_ids"]) if r >= 0]
+        row = int(neuron.index_of([int(fix["node_id"])])[0]) if "node_id" in fix else -1
+        if row < 0:
+            return []
+        if a == "prune":
+            return [(int(r), "gone", None) for r in np.flatnonzero(graph.subtree_mask(neuron.parent, row))]
+        if a in ("delete", "merge"):
+            return [(row, "gone", None)]
+        if a in ("bridge", "cut"):
+            return [(row, "parent", int(fix.get("parent_id", -1)))]
+    except (KeyError, TypeError, ValueError) as e:
+        raise ReviewError(f"fix {a!r}: bad or missing parameter {e}") from None
+    return []
 
 
 def _parents_first(n: Neuron) -> bool:

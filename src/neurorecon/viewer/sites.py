@@ -1,0 +1,224 @@
+"""Error sites: the node flags of one error grouped into one flag, with one coherent fix.
+
+The detector scores nodes, so one displaced run of 5 nodes is 5 flags, each with its own
+proposal, and a spur is as many flags as it has nodes. A reviewer decides about errors, not
+nodes; :func:`group_sites` turns node flags into sites:
+
+* detector flags: a connected run of one reason along the tree is one site (the edge from a node
+  to its parent joins them when both are flagged with the same reason); the two ends of a gap
+  that the proposal bridges are one site; a prune site takes in every other site below its base
+  (they go with the branch);
+* rule findings of one check that name a common node are one site (``type_change`` reports both
+  ends of a wrong-type run).
+
+Each site has one fix in the action its reason calls for, over all its nodes: a run off its fibre
+moves every node the image places (one multi-node ``move``), a spur is one ``prune`` at the
+topmost node the detector would cut from, a wrong type is one ``relabel`` of the run, a gap one
+``bridge``. A proposal of another action, or a prune from a node outside the site, is dropped, so
+a site never moves and prunes the same nodes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from ..morphology import graph
+from ..morphology.neuron import Neuron
+from .flags import Flag
+
+__all__ = ["group_sites", "site_fix", "MOVE_REASONS", "PRUNE_REASONS"]
+
+MOVE_REASONS = ("off_signal_z", "off_signal_xy")
+PRUNE_REASONS = ("spur", "overextension", "jump", "loop")
+#: The one action each reason's site may propose (reasons not named: the best node's proposal).
+_ACTION = {**{r: "move" for r in MOVE_REASONS}, **{r: "prune" for r in PRUNE_REASONS},
+           "wrong_type": "relabel", "gap": "bridge"}
+
+
+def group_sites(neuron: Neuron, flags: list[Flag]) -> list[Flag]:
+    """Node flags grouped into error sites, one flag each (rule sites first, in input order).
+
+    Parameters
+    ----------
+    neuron : Neuron
+        The trace the flags name.
+    flags : list of Flag
+        Node flags (:func:`neurorecon.viewer.flags.rule_flags`, :func:`~.flags.read_scores`).
+
+    Returns
+    -------
+    list of Flag
+        One per site; order them with :func:`~.flags.order_flags`.
+    """
+    rules = [f for f in flags if f.source != "detector"]
+    det = [f for f in flags if f.source == "detector"]
+    return _rule_sites(rules) + _detector_sites(neuron, det)
+
+
+# ------------------------------------------------------------------------------- detector sites
+def _detector_sites(neuron: Neuron, flags: list[Flag]) -> list[Flag]:
+    if not flags:
+        return []
+    parent = neuron.parent
+    rows = neuron.index_of([f.node_id for f in flags])
+    _, code = np.unique([f.check for f in flags], return_inverse=True)
+    reason = np.full(len(neuron), -1, dtype=np.int64)
+    reason[rows] = code
+    flagged = reason >= 0
+    has_p = parent >= 0
+    joined = flagged & has_p
+    joined[has_p] &= reason[parent[has_p]] == reason[has_p]
+    label = graph.nearest_marked_ancestor(parent, (flagged & ~joined) | ~flagged)
+    label = _pair_gaps(neuron, flags, rows, label)
+    groups = _groups(label[rows])
+    groups = _absorb_below_prunes(neuron, flags, rows, groups)
+    return [_site(neuron, [flags[k] for k in g]) for g in groups]
+
+
+def _groups(labels: np.ndarray) -> list[list[int]]:
+    """Indices with equal labels, each group in input order, groups by their first index."""
+    order = np.argsort(labels, kind="stable")
+    cuts = np.flatnonzero(np.diff(labels[order])) + 1
+    return sorted((g.tolist() for g in np.split(order, cuts)), key=lambda g: g[0])
+
+
+def _pair_gaps(neuron: Neuron, flags: list[Flag], rows: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """A bridge proposed from one flagged gap end to another makes the two one site."""
+    label = label.copy()
+    gap_rows = {r: f for f, r in zip(flags, rows.tolist()) if f.check == "detector.gap"}
+    for r, f in gap_rows.items():
+        fix = f.fix or {}
+        if fix.get("action") != "bridge":
+            continue
+        t = int(neuron.index_of([int(fix.get("parent_id", -1))])[0])
+        if t in gap_rows and label[t] != label[r]:
+            label[label == label[t]] = label[r]
+    return label
+
+
+def _absorb_below_prunes(neuron: Neuron, flags: list[Flag], rows: np.ndarray, groups: list[list[int]]):
+    """Sites wholly under a prune site's base join it: cutting the branch settles them too."""
+    parent = neuron.parent
+    out = [list(g) for g in groups]
+    for g in groups:
+        fix = site_fix(neuron, [flags[k] for k in g])
+        if not fix or fix["action"] != "prune":
+            continue
+        below = graph.subtree_mask(parent, int(neuron.index_of([fix["node_id"]])[0]))
+        mine = next(h for h in out if g[0] in h)
+        for other in out:
+            if other is not mine and other and below[rows[other]].all():
+                mine.extend(other)       # after the base's own flags: their reason names the site
+                other.clear()
+    return [g for g in out if g]
+
+
+def site_fix(neuron: Neuron, flags: list[Flag]) -> dict | None:
+    """The one fix of a detector site made of ``flags`` (node flags, the first one's reason rules).
+
+    Examples
+    --------
+    A run of two off-fibre nodes, both placed by the image: one move of both.
+
+    >>> from neurorecon.morphology.neuron import Neuron
+    >>> n = Neuron.from_arrays([1, 2, 3], [3, 3, 3], [[0, 0, 0], [1, 2, 0], [2, 2, 0]], [1, 1, 1], [-1, 1, 2])
+    >>> mk = lambda i, x: Flag(f"detector:{i}", i, (0, 0, 0), "detector", "detector.off_signal_xy", "", 0.9,
+    ...                        "warning", {"action": "move", "node_id": i, "xyz": [x, 0.0, 0.0]})
+    >>> site_fix(n, [mk(2, 1.0), mk(3, 2.0)])["nodes"]
+    [{'node_id': 2, 'xyz': [1.0, 0.0, 0.0]}, {'node_id': 3, 'xyz': [2.0, 0.0, 0.0]}]
+    """
+    reason = flags[0].check.removeprefix("detector.")
+    action = _ACTION.get(reason)
+    fixes = [f.fix for f in flags if f.fix and (action is None or f.fix["action"] == action)]
+    if not fixes:
+        return None
+    if action == "move":
+        nodes = [{"node_id": int(f["node_id"]), "xyz": list(f["xyz"])} for f in fixes]
+        return {"action": "move", **nodes[0]} if len(nodes) == 1 else {"action": "move", "nodes": nodes}
+    if action == "prune":
+        return _prune_fix(neuron, flags, fixes)
+    if action == "relabel":
+        return _relabel_fix(neuron, flags, fixes)
+    best = max((f for f in flags if f.fix in fixes), key=lambda f: f.p or 0.0)
+    return best.fix
+
+
+def _prune_fix(neuron: Neuron, flags: list[Flag], fixes: list[dict]) -> dict | None:
+    """The topmost base the detector proposes that lies in the site (a base outside it would cut
+    nodes that belong to another site)."""
+    inside = {f.node_id for f in flags}
+    bases = sorted({int(f["node_id"]) for f in fixes} & inside)
+    if not bases:
+        return None
+    _, depth, _ = graph.ancestor_sums(neuron.parent)
+    d = depth[neuron.index_of(bases)]
+    return {"action": "prune", "node_id": bases[int(np.argmin(d))]}
+
+
+def _relabel_fix(neuron: Neuron, flags: list[Flag], fixes: list[dict]) -> dict:
+    """Every node of the run to the type most proposals give (nodes already of it left out)."""
+    to = Counter(int(f["type"]) for f in fixes).most_common(1)[0][0]
+    ids = np.array([f.node_id for f in flags])
+    wrong = neuron.types[neuron.index_of(ids)] != to
+    return {"action": "relabel", "node_ids": ids[wrong].tolist(), "type": to}
+
+
+def _site(neuron: Neuron, flags: list[Flag]) -> Flag:
+    """One flag for the site: at the node its fix starts from (a prune's base, a bridge's end),
+    else at its most likely node."""
+    fix = site_fix(neuron, flags)
+    ids = [f.node_id for f in flags]
+    best = max(flags, key=lambda f: f.p or 0.0).node_id     # the first of equals: input order
+    at = int(fix["node_id"]) if fix and fix.get("node_id") in ids else best
+    head = next(f for f in flags if f.node_id == at)
+    p = max(f.p or 0.0 for f in flags)
+    reasons = Counter(f.check for f in flags)
+    text = head.reason.split(": ", 1)[-1]
+    more = f" ({len(flags)} flagged nodes)" if len(flags) > 1 else ""
+    mixed = "" if len(reasons) == 1 else " and " + ", ".join(c.removeprefix("detector.") for c in reasons
+                                                              if c != head.check) + " below it"
+    return Flag(f"detector:{at}", at, head.xyz, "detector", head.check, f"p(error) = {p:.2f}: {text}{more}{mixed}",
+                p, head.severity, fix, tuple([at] + [i for i in ids if i != at]))
+
+
+# ------------------------------------------------------------------------------- rule sites
+def _rule_sites(flags: list[Flag]) -> list[Flag]:
+    """Findings of one check that share a node, as one site (when their fixes can be one)."""
+    sites: list[list[Flag]] = []
+    for f in flags:
+        home = next((s for s in sites if s[0].check == f.check and set(f.node_ids) & _nodes(s)
+                     and _merged_fix(s + [f]) is not False), None)
+        if home is None:
+            sites.append([f])
+        else:
+            home.append(f)
+    return [_rule_site(s) for s in sites]
+
+
+def _nodes(site: list[Flag]) -> set:
+    return {i for f in site for i in f.node_ids}
+
+
+def _merged_fix(site: list[Flag]):
+    """The one fix of merged findings, None if none has one, False if they cannot be one."""
+    fixes = [f.fix for f in site if f.fix]
+    if not fixes:
+        return None
+    if all(x == fixes[0] for x in fixes):
+        return fixes[0]
+    if all(x["action"] == "relabel" and x.get("type") == fixes[0].get("type") for x in fixes):
+        ids = sorted({int(i) for x in fixes for i in x.get("node_ids", [])})
+        return {"action": "relabel", "node_ids": ids, "type": fixes[0]["type"]}
+    return False
+
+
+def _rule_site(site: list[Flag]) -> Flag:
+    if len(site) == 1:
+        return site[0]
+    head = next((f for f in site if f.fix), site[0])
+    ids = [head.node_id] + sorted(_nodes(site) - {head.node_id})
+    reason = "; ".join(dict.fromkeys(f.reason for f in [head] + [f for f in site if f is not head]))
+    return Flag(head.key, head.node_id, head.xyz, head.source, head.check, reason, head.p, head.severity,
+                _merged_fix(site), tuple(ids))
