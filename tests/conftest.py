@@ -137,6 +137,55 @@ def screenshots(tmp_path) -> Path:
     return d
 
 
+#: Seconds a reference machine, idle, takes for :func:`_calibration_work` (what the time scale
+#: compares against).
+_REFERENCE_SECONDS = 0.08
+
+
+def _calibration_work() -> float:
+    import time
+
+    t0 = time.perf_counter()
+    s = 0
+    for i in range(1_500_000):
+        s += i * i
+    return time.perf_counter() - t0
+
+
+@pytest.fixture(scope="session")
+def time_scale() -> float:
+    """How much longer than on an idle reference machine the browser tests may wait: the mean
+    of three runs of a fixed workload (a loaded machine shares its cores, so the mean grows with
+    the load) over the reference, in [1, 10], times $NEURORECON_TEST_TIMEOUT_SCALE (default 1).
+    The tests poll with deadlines; the scale only moves the deadlines, never a sleep."""
+    measured = sum(_calibration_work() for _ in range(3)) / 3
+    return float(os.environ.get("NEURORECON_TEST_TIMEOUT_SCALE", "1")) * min(max(measured / _REFERENCE_SECONDS, 1.0), 10.0)
+
+
+@pytest.fixture
+def processes():
+    """Subprocesses a test starts, each in its own process group: whatever the test's outcome,
+    teardown kills every group still running (a review server and anything it started)."""
+    import signal
+    import subprocess
+
+    started: list[subprocess.Popen] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
+        for stream in (proc.stdout, proc.stderr):
+            if stream:
+                stream.close()
+
+
 @pytest.fixture(scope="session")
 def browser():
     """One headless Chromium per test process (xdist worker)."""

@@ -480,3 +480,30 @@ def test_view_builds_every_layer(review_sample, tmp_path):
     assert seg.volume_type == "segmentation" and seg.data_type == "uint32"   # int16 labels served unsigned
     assert seg.data[1:3, 1:4, 2:5].tolist() == labels[1:3, 1:4, 2:5].tolist()
     assert list(local.dimensions.names) == ["z", "y", "x"] and np.allclose(local.dimensions.scales, [1e-6, 0.5e-6, 0.5e-6])  # SI metres
+
+
+def test_flag_colours_are_not_type_colours():
+    """A flag must not look like a node of some type (basal dendrites were the flags' red)."""
+    from neurorecon.viewer import layers
+
+    types = np.array(list(layers.TYPE_COLORS.values()))
+    for decision, colour in layers.FLAG_COLORS.items():
+        gap = np.linalg.norm(types - np.array(colour), axis=1).min()
+        assert gap >= 0.45, (decision, colour, gap)
+        assert layers._vec3(colour) in layers.FLAG_SHADER
+    assert all(layers._vec3(c) in layers.SKELETON_SHADER for c in layers.TYPE_COLORS.values())
+    assert len(set(layers.FLAG_COLORS.values())) == len(layers.FLAG_COLORS)
+
+
+def test_focus_point_stays_inside_the_volume(review_sample):
+    from neurorecon.io.volume import open_volume
+    from neurorecon.viewer import layers
+
+    v = open_volume(str(review_sample.image))
+    lo, hi = layers.volume_bounds(v)
+    assert np.allclose(lo, [-0.25, -0.25, -0.5]) and np.allclose(hi, [44.25, 40.25, 20.5])   # 89 x 81 x 21 voxels
+    inside = [18.0, 26.0, 10.0]
+    assert layers.focus_point(inside, v) == inside                  # a flag inside: exactly at it
+    out = layers.focus_point([50.0, -3.0, 30.0], v)
+    assert np.all(np.asarray(out) > lo) and np.all(np.asarray(out) < hi) and out[0] > 44 and out[2] > 20
+    assert layers.focus_point(inside, None) == inside
