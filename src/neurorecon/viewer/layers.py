@@ -23,7 +23,7 @@ __all__ = ["um_space", "image_layer", "segmentation_layer", "skeleton_layer", "f
 DECISION_CODES = {"accept": 1, "reject": 2, "error": 3}
 
 #: Skeleton colour per SWC type (1 soma, 2 axon, 3 basal, 4 apical; 0 undefined, 5+ other).
-TYPE_COLORS = {0: (0.6, 0.6, 0.6), 1: (1.0, 1.0, 0.0), 2: (0.2, 0.6, 1.0), 3: (1.0, 0.3, 0.3), 4: (1.0, 0.3, 1.0),
+TYPE_COLORS = {0: (0.6, 0.6, 0.6), 1: (1.0, 1.0, 0.0), 2: (0.2, 0.45, 1.0), 3: (1.0, 0.3, 0.3), 4: (1.0, 0.3, 1.0),
                5: (0.3, 1.0, 0.6)}
 #: Flag colour per decision: none of them is a type colour (at least 0.45 apart in RGB).
 FLAG_COLORS = {None: (1.0, 1.0, 1.0), "accept": (0.0, 1.0, 1.0), "reject": (0.3, 0.3, 0.3),
