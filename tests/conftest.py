@@ -159,7 +159,8 @@ def time_scale() -> float:
     the load) over the reference, in [1, 10], times $NEURORECON_TEST_TIMEOUT_SCALE (default 1).
     The tests poll with deadlines; the scale only moves the deadlines, never a sleep."""
     measured = sum(_calibration_work() for _ in range(3)) / 3
-    return float(os.environ.get("NEURORECON_TEST_TIMEOUT_SCALE", "1")) * min(max(measured / _REFERENCE_SECONDS, 1.0), 10.0)
+    factor = min(max(measured / _REFERENCE_SECONDS, 1.0), 10.0)
+    return float(os.environ.get("NEURORECON_TEST_TIMEOUT_SCALE", "1")) * factor
 
 
 @pytest.fixture

@@ -296,7 +296,8 @@ def test_apply_carries_out_accepted_fixes_only(review_sample, tmp_path):
     assert (tmp_path / "fixed.swc").read_text() == review_sample.expected_fixed()
     assert [(e.action, e.check) for e in res.edits] == [("relabel", "type_change")] + [
         ("move", "detector.off_signal_xy")] * 3 + [("prune", "detector.spur")]
-    assert res.summary["flags"] == 5 and (res.summary["accept"], res.summary["reject"], res.summary["error"]) == (3, 1, 1)
+    assert res.summary["flags"] == 5
+    assert (res.summary["accept"], res.summary["reject"], res.summary["error"]) == (3, 1, 1)
     log = json.loads((tmp_path / "fixed.edits.json").read_text())
     assert log["review"] == str(s.path) and log["n_nodes_in"] == 22 and log["n_nodes_out"] == 19
     assert log["marked"][0]["node_id"] == 19 and log["marked"][0]["note"] == "fibre continues: trace on"
@@ -365,7 +366,8 @@ def test_version_1_review_loads_and_applies(tmp_path):
     n = read_swc(trace)
     fixed = read_swc(out)
     assert fixed.ids.tolist() == [i for i in n.ids.tolist() if i < 20]          # the spur pruned
-    assert fixed.types[fixed.index_of([17])][0] == 3 and fixed.xyz[fixed.index_of([10])][0].tolist() == [26.0, 20.0, 10.0]
+    assert fixed.types[fixed.index_of([17])][0] == 3
+    assert fixed.xyz[fixed.index_of([10])][0].tolist() == [26.0, 20.0, 10.0]
     s.go(0)
     s.decide("reject")                                 # resumed and saved: written as version 2
     data = json.loads(review.read_text())

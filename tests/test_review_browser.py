@@ -318,7 +318,8 @@ def ring_centre(driver):
         "const r = document.querySelector('.neuroglancer-rendered-data-panel').getBoundingClientRect();"
         "return {left: r.left, top: r.top, width: r.width, height: r.height};")
     page = pixels(driver.get_screenshot_as_png())
-    box = page[int(panel["top"]): int(panel["top"] + panel["height"]), int(panel["left"]): int(panel["left"] + panel["width"])]
+    top, left = int(panel["top"]), int(panel["left"])
+    box = page[top: top + int(panel["height"]), left: left + int(panel["width"])]
     from scipy import ndimage
 
     colour = np.all(np.abs(box - 255 * np.array(layers.FLAG_COLORS[None])) < 40, axis=2)

@@ -3,7 +3,9 @@
 The outputs are those of ``neurorecon fix`` (:func:`neurorecon.qc.fixes.write_outputs`): the
 corrected SWC, ``<out>.edits.json`` (every edit with before/after) and ``<out>.apo`` (a marker per
 edit, then one per node marked as an error, for follow-up in Vaa3D or the viewer). Rejected and
-undecided flags change nothing.
+undecided flags change nothing. Accepted fixes that change one node in incompatible ways (move
+and prune it, two positions, two types, two parents) are refused, naming both flags; fixes that
+agree but overlap (two prunes of one branch) go through, the later one reported as skipped.
 
 Node ids are kept (the review, the log and the markers name nodes by their ids); the file is
 renumbered 1..N depth-first only when an edit puts a parent after its child in a file that had
@@ -86,8 +88,9 @@ def apply_review(trace: str | os.PathLike, review: str | os.PathLike, out: str |
     Raises
     ------
     ReviewError
-        Malformed review, a trace other than the reviewed one, or an accepted fix that is not a
-        fix (unknown action, missing parameter).
+        Malformed review, a trace other than the reviewed one, an accepted fix that is not a
+        fix (unknown action, missing parameter), or two accepted fixes that contradict each other
+        on a node (nothing is written then).
     FixError
         An output exists and ``overwrite`` is False.
     """
@@ -124,16 +127,17 @@ def _apply_fixes(neuron: Neuron, accepted: list[Flag], review: Path):
             renumber = True
             continue
         why = f"{f.reason} (accepted in review: {describe_fix(f.fix)})"
-        missed = 0
-        for fix in _steps(f.fix):
-            try:
+        try:
+            steps = _steps(f.fix)
+            missed = 0
+            for fix in steps:
                 neuron, done = apply_fix(neuron, fix, f.check, why, edits)
-            except FixError as e:
-                raise ReviewError(f"{review}: flag {f.key}: {e}") from None
-            missed += not done
+                missed += not done
+        except (FixError, ReviewError) as e:
+            raise ReviewError(f"{review}: flag {f.key}: {e}") from None
         if missed:
-            skipped.append((f, "the nodes it names are gone or changed (an earlier accepted fix)" if missed == 1
-                            or missed == len(_steps(f.fix)) else f"{missed} of its nodes are gone or changed"))
+            skipped.append((f, "the nodes it names are gone or changed (an earlier accepted fix)"
+                            if missed == len(steps) else f"{missed} of its {len(steps)} nodes are gone or changed"))
     return neuron, edits, skipped, renumber
 
 
