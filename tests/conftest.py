@@ -40,7 +40,7 @@ def _fix_json(fix):
 
 
 #: The detector's flags in SCORES.csv (node, p, reason, fix), as ``detect`` writes them: one per
-#: node. The run 9-11 is 3 flags with a move each; the spur 20-22 is 3 flags, 20-21 proposing a
+#: node. Node 17 (axon type in a dendrite) is flagged too; the run 9-11 is 3 flags with a move each; the spur 20-22 is 3 flags, 20-21 proposing a
 #: prune from 20 and the tip 22 (off the fibre too) a move. Node 8 (p 0.3) stays under 0.5; every
 #: other node is scored 0.02.
 SCORES = [
@@ -51,15 +51,16 @@ SCORES = [
     (21, 0.88, "spur", {"action": "prune", "node_id": 20}),
     (22, 0.84, "off_signal_xy", {"action": "move", "node_id": 22, "xyz": [30.0, 14.0, 10.0]}),
     (4, 0.70, "off_signal_z", {"action": "move", "node_id": 4, "xyz": [14.0, 20.0, 12.0]}),
+    (17, 0.97, "wrong_type", {"action": "relabel", "node_ids": [17], "type": 3}),
     (19, 0.60, "early_stop", None),
     (8, 0.30, "", None),
 ]
-#: Review order, one flag per error site: the type switch at 17 (two rule findings, one site)
-#: first, then the detector's sites by p: the run 9-11 (at its most likely node, 10), the spur
+#: Review order, one flag per error site: the type switch at 17 (two rule findings and the
+#: detector's wrong_type, one site) first, then the detector's sites by p: the run 9-11 (at its most likely node, 10), the spur
 #: 20-22 (at its base), node 4 (a false alarm), node 19 (no fix).
 FLAG_KEYS = ["type_change:17", "detector:10", "detector:20", "detector:4", "detector:19"]
-#: Node flags behind those sites: 2 rule findings and 8 detector nodes at p >= 0.5.
-N_NODE_FLAGS = 10
+#: Node flags behind those sites: 2 rule findings and 9 detector nodes at p >= 0.5.
+N_NODE_FLAGS = 11
 
 
 @dataclass

@@ -41,7 +41,8 @@ def test_flags_in_review_order(review_sample):
     assert [f.source for f in flags] == ["rule"] + ["detector"] * 4
     assert [f.p for f in flags[1:]] == [0.95, 0.9, 0.7, 0.6]
     assert flags[0].fix == {"action": "relabel", "node_ids": [17], "type": 3}
-    assert flags[0].node_ids == (17, 16, 18)            # both type_change findings, one site
+    assert flags[0].node_ids == (17, 16, 18)            # both type_change findings and the detector: one site
+    assert flags[0].p == 0.97 and "detector: p(error) = 0.97" in flags[0].reason
     assert flags[1].fix == {"action": "move", "nodes": [{"node_id": 9, "xyz": [24.0, 20.0, 10.0]},
                                                         {"node_id": 10, "xyz": [26.0, 20.0, 10.0]},
                                                         {"node_id": 11, "xyz": [28.0, 20.0, 10.0]}]}
@@ -53,8 +54,9 @@ def test_flags_in_review_order(review_sample):
 def test_threshold_and_rules_switch(review_sample):
     n = read_swc(review_sample.trace)
     high = collect_flags(n, review_sample.scores, threshold=0.9, rules=False)
-    assert [(f.key, f.node_ids) for f in high] == [("detector:10", (10,)), ("detector:20", (20,))]
-    assert high[0].fix == {"action": "move", "node_id": 10, "xyz": [26.0, 20.0, 10.0]}   # one node: a plain move
+    # Without the rule findings the detector's wrong type at 17 is a site of its own.
+    assert [(f.key, f.node_ids) for f in high] == [("detector:17", (17,)), ("detector:10", (10,)), ("detector:20", (20,))]
+    assert high[1].fix == {"action": "move", "node_id": 10, "xyz": [26.0, 20.0, 10.0]}   # one node: a plain move
     assert [f.key for f in collect_flags(n, review_sample.scores, threshold=0.2, rules=False)][-1] == "detector:8"
 
 

@@ -9,7 +9,9 @@ nodes; :func:`group_sites` turns node flags into sites:
   that the proposal bridges are one site; a prune site takes in every other site below its base
   (they go with the branch);
 * rule findings of one check that name a common node are one site (``type_change`` reports both
-  ends of a wrong-type run).
+  ends of a wrong-type run);
+* a detector site on a rule site's nodes, with a fix that agrees, joins it (one error, seen by
+  both).
 
 Each site has one fix in the action its reason calls for, over all its nodes: a run off its fibre
 moves every node the image places (one multi-node ``move``), a spur is one ``prune`` at the
@@ -54,7 +56,25 @@ def group_sites(neuron: Neuron, flags: list[Flag]) -> list[Flag]:
     """
     rules = [f for f in flags if f.source != "detector"]
     det = [f for f in flags if f.source == "detector"]
-    return _rule_sites(rules) + _detector_sites(neuron, det)
+    return _join_sources(_rule_sites(rules), _detector_sites(neuron, det))
+
+
+def _join_sources(rules: list[Flag], det: list[Flag]) -> list[Flag]:
+    """A detector site on a rule site's nodes whose fix agrees (or either has none) is the same
+    error seen twice: one site, the rule's (certain, reviewed first), with the detector's p."""
+    out, rest = list(rules), []
+    for d in det:
+        k = next((i for i, r in enumerate(out) if set(r.node_ids) & set(d.node_ids)
+                  and _merged_fix([r, d]) is not False), None)
+        if k is None:
+            rest.append(d)
+            continue
+        r = out[k]
+        ids = r.node_ids + tuple(i for i in d.node_ids if i not in r.node_ids)
+        p = max(r.p or 0.0, d.p or 0.0)
+        out[k] = Flag(r.key, r.node_id, r.xyz, r.source, r.check, f"{r.reason}; detector: {d.reason}", p,
+                      r.severity, _merged_fix([r, d]), ids)
+    return out + rest
 
 
 # ------------------------------------------------------------------------------- detector sites
