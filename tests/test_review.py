@@ -511,3 +511,30 @@ def test_focus_point_stays_inside_the_volume(review_sample):
     out = layers.focus_point([50.0, -3.0, 30.0], v)
     assert np.all(np.asarray(out) > lo) and np.all(np.asarray(out) < hi) and out[0] > 44 and out[2] > 20
     assert layers.focus_point(inside, None) == inside
+
+
+def test_sites_pair_gap_ends_and_nest_prunes():
+    """A bridge between two flagged gap ends makes one site; a spur inside an over-extension is
+    cut with it (the topmost base), and a flagged node elsewhere stays its own site."""
+    from neurorecon.morphology.neuron import Neuron
+    from neurorecon.viewer.sites import group_sites
+
+    #   1-2-3-4-5-6 (5, 6 over-extension; 6's child 7 a spur)   8-9 a fragment whose root 8 is a gap end
+    ids = [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    parents = [-1, 1, 2, 3, 4, 5, 6, -1, 8]
+    n = Neuron.from_arrays(ids, [3] * 9, [[float(i), 0.0, 0.0] for i in ids], [1.0] * 9, parents)
+
+    def det(i, reason, fix, p=0.9):
+        return Flag(f"detector:{i}", i, (float(i), 0.0, 0.0), "detector", f"detector.{reason}", f"p(error) = {p}: x",
+                    p, "warning", fix, (i,))
+
+    flags = [det(5, "overextension", {"action": "prune", "node_id": 5}), det(6, "overextension", None),
+             det(7, "spur", {"action": "prune", "node_id": 7}, 0.95),
+             det(8, "gap", {"action": "bridge", "node_id": 8, "parent_id": 4}), det(4, "gap", None, 0.6),
+             det(2, "jump", None, 0.55)]
+    sites = {f.key: f for f in group_sites(n, flags)}
+    assert set(sites) == {"detector:5", "detector:8", "detector:2"}
+    assert sites["detector:5"].fix == {"action": "prune", "node_id": 5} and set(sites["detector:5"].node_ids) == {5, 6, 7}
+    assert sites["detector:5"].p == 0.95                      # the spur's p, the highest in the site
+    assert sites["detector:8"].fix["action"] == "bridge" and set(sites["detector:8"].node_ids) == {8, 4}
+    assert sites["detector:2"].fix is None

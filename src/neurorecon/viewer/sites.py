@@ -10,8 +10,9 @@ nodes; :func:`group_sites` turns node flags into sites:
   (they go with the branch);
 * rule findings of one check that name a common node are one site (``type_change`` reports both
   ends of a wrong-type run);
-* a detector site on a rule site's nodes, with a fix that agrees, joins it (one error, seen by
-  both).
+* a detector site on a rule site's nodes joins it when both propose the same fix, or they are
+  the same kind of error (``type_change`` and ``wrong_type``) and do not disagree: one error,
+  seen by both.
 
 Each site has one fix in the action its reason calls for, over all its nodes: a run off its fibre
 moves every node the image places (one multi-node ``move``), a spur is one ``prune`` at the
@@ -59,13 +60,31 @@ def group_sites(neuron: Neuron, flags: list[Flag]) -> list[Flag]:
     return _join_sources(_rule_sites(rules), _detector_sites(neuron, det))
 
 
+#: A check and a detector reason that name the same kind of error (one site when on the same nodes,
+#: even if only one of them proposes a fix).
+_SAME_KIND = {("type_change", "detector.wrong_type")}
+
+
+def _same_error(r: Flag, d: Flag) -> bool:
+    """Rule site ``r`` and detector site ``d`` (sharing a node) are one error: both propose the
+    same fix (or relabels to one type), or they are the same kind of error and do not disagree."""
+    merged = _merged_fix([r, d])
+    if merged is False:
+        return False
+    return (r.fix is not None and d.fix is not None) or (r.check, d.check) in _SAME_KIND
+
+
 def _join_sources(rules: list[Flag], det: list[Flag]) -> list[Flag]:
-    """A detector site on a rule site's nodes whose fix agrees (or either has none) is the same
-    error seen twice: one site, the rule's (certain, reviewed first), with the detector's p."""
+    """A detector site that is a rule site's error seen again (:func:`_same_error`) joins it: one
+    site, the rule's (certain, reviewed first), with the detector's p."""
     out, rest = list(rules), []
+    at: dict[int, list[int]] = {}                 # node id -> rule sites naming it
+    for i, r in enumerate(rules):
+        for node in r.node_ids:
+            at.setdefault(node, []).append(i)
     for d in det:
-        k = next((i for i, r in enumerate(out) if set(r.node_ids) & set(d.node_ids)
-                  and _merged_fix([r, d]) is not False), None)
+        near = dict.fromkeys(i for node in d.node_ids for i in at.get(node, ()))
+        k = next((i for i in near if _same_error(out[i], d)), None)
         if k is None:
             rest.append(d)
             continue
@@ -90,11 +109,11 @@ def _detector_sites(neuron: Neuron, flags: list[Flag]) -> list[Flag]:
     has_p = parent >= 0
     joined = flagged & has_p
     joined[has_p] &= reason[parent[has_p]] == reason[has_p]
-    label = graph.nearest_marked_ancestor(parent, (flagged & ~joined) | ~flagged)
+    label = graph.nearest_marked_ancestor(parent, (flagged & ~joined) | ~flagged)[rows]
     label = _pair_gaps(neuron, flags, rows, label)
-    groups = _groups(label[rows])
-    groups = _absorb_below_prunes(neuron, flags, rows, groups)
-    return [_site(neuron, [flags[k] for k in g]) for g in groups]
+    _, depth, _ = graph.ancestor_sums(parent)
+    groups = _absorb_below_prunes(neuron, flags, rows, _groups(label), depth)
+    return [_site(neuron, [flags[k] for k in g], depth) for g in groups]
 
 
 def _groups(labels: np.ndarray) -> list[list[int]]:
@@ -105,38 +124,63 @@ def _groups(labels: np.ndarray) -> list[list[int]]:
 
 
 def _pair_gaps(neuron: Neuron, flags: list[Flag], rows: np.ndarray, label: np.ndarray) -> np.ndarray:
-    """A bridge proposed from one flagged gap end to another makes the two one site."""
-    label = label.copy()
-    gap_rows = {r: f for f, r in zip(flags, rows.tolist()) if f.check == "detector.gap"}
-    for r, f in gap_rows.items():
-        fix = f.fix or {}
-        if fix.get("action") != "bridge":
-            continue
-        t = int(neuron.index_of([int(fix.get("parent_id", -1))])[0])
-        if t in gap_rows and label[t] != label[r]:
-            label[label == label[t]] = label[r]
-    return label
+    """A bridge proposed from one flagged gap end to another makes the two one site (``label``:
+    the site label of each flag)."""
+    gap = {r: k for k, (f, r) in enumerate(zip(flags, rows.tolist())) if f.check == "detector.gap"}
+    pairs = [(k, gap[t]) for r, k in gap.items() if (flags[k].fix or {}).get("action") == "bridge"
+             and (t := int(neuron.index_of([int(flags[k].fix.get("parent_id", -1))])[0])) in gap]
+    if not pairs:
+        return label
+    root = {int(v): int(v) for v in np.unique(label[[k for pair in pairs for k in pair]])}
+
+    def find(v):
+        while root[v] != v:
+            v = root[v]
+        return v
+
+    for a, b in pairs:                                    # a few gaps: a small union-find
+        root[find(int(label[b]))] = find(int(label[a]))
+    out = label.copy()
+    for v in root:
+        out[label == v] = find(v)
+    return out
 
 
-def _absorb_below_prunes(neuron: Neuron, flags: list[Flag], rows: np.ndarray, groups: list[list[int]]):
-    """Sites wholly under a prune site's base join it: cutting the branch settles them too."""
+def _absorb_below_prunes(neuron: Neuron, flags: list[Flag], rows: np.ndarray, groups: list[list[int]],
+                         depth: np.ndarray) -> list[list[int]]:
+    """Sites wholly under a prune site's base join it (cutting the branch settles them too);
+    nested prunes go to the topmost base."""
     parent = neuron.parent
+    fixes = [site_fix(neuron, [flags[k] for k in g], depth=depth) for g in groups]
+    site_of = {int(neuron.index_of([f["node_id"]])[0]): gi for gi, f in enumerate(fixes)
+               if f and f["action"] == "prune"}
+    if not site_of:
+        return groups
+    is_base = np.zeros(len(parent), dtype=bool)
+    is_base[list(site_of)] = True
+    near = graph.nearest_marked_ancestor(parent, is_base)            # the base at or above each node
+    bases = np.fromiter(site_of, dtype=np.int64)
+    above = near[np.maximum(parent[bases], 0)]
+    top = dict(zip(bases.tolist(), np.where((parent[bases] >= 0) & is_base[above], above, bases).tolist()))
+    for _ in range(graph._n_doublings(len(top))):                  # follow bases above bases to the top
+        top = {b: top[t] for b, t in top.items()}
     out = [list(g) for g in groups]
-    for g in groups:
-        fix = site_fix(neuron, [flags[k] for k in g])
-        if not fix or fix["action"] != "prune":
+    for gi, g in enumerate(groups):
+        owners = {top.get(int(b)) for b in near[rows[g]]}
+        if len(owners) != 1 or None in owners:
             continue
-        below = graph.subtree_mask(parent, int(neuron.index_of([fix["node_id"]])[0]))
-        mine = next(h for h in out if g[0] in h)
-        for other in out:
-            if other is not mine and other and below[rows[other]].all():
-                mine.extend(other)       # after the base's own flags: their reason names the site
-                other.clear()
+        home = site_of[owners.pop()]
+        if home != gi:
+            out[home].extend(out[gi])     # after the base's own flags: their reason names the site
+            out[gi] = []
     return [g for g in out if g]
 
 
-def site_fix(neuron: Neuron, flags: list[Flag]) -> dict | None:
+def site_fix(neuron: Neuron, flags: list[Flag], *, depth: np.ndarray | None = None) -> dict | None:
     """The one fix of a detector site made of ``flags`` (node flags, the first one's reason rules).
+
+    ``depth`` (edges to the root per row, :func:`neurorecon.morphology.graph.ancestor_sums`) saves
+    recomputing it for every site of a trace.
 
     Examples
     --------
@@ -158,21 +202,22 @@ def site_fix(neuron: Neuron, flags: list[Flag]) -> dict | None:
         nodes = [{"node_id": int(f["node_id"]), "xyz": list(f["xyz"])} for f in fixes]
         return {"action": "move", **nodes[0]} if len(nodes) == 1 else {"action": "move", "nodes": nodes}
     if action == "prune":
-        return _prune_fix(neuron, flags, fixes)
+        return _prune_fix(neuron, flags, fixes, depth)
     if action == "relabel":
         return _relabel_fix(neuron, flags, fixes)
     best = max((f for f in flags if f.fix in fixes), key=lambda f: f.p or 0.0)
     return best.fix
 
 
-def _prune_fix(neuron: Neuron, flags: list[Flag], fixes: list[dict]) -> dict | None:
+def _prune_fix(neuron: Neuron, flags: list[Flag], fixes: list[dict], depth: np.ndarray | None) -> dict | None:
     """The topmost base the detector proposes that lies in the site (a base outside it would cut
     nodes that belong to another site)."""
     inside = {f.node_id for f in flags}
     bases = sorted({int(f["node_id"]) for f in fixes} & inside)
     if not bases:
         return None
-    _, depth, _ = graph.ancestor_sums(neuron.parent)
+    if depth is None:
+        _, depth, _ = graph.ancestor_sums(neuron.parent)
     d = depth[neuron.index_of(bases)]
     return {"action": "prune", "node_id": bases[int(np.argmin(d))]}
 
@@ -185,10 +230,10 @@ def _relabel_fix(neuron: Neuron, flags: list[Flag], fixes: list[dict]) -> dict:
     return {"action": "relabel", "node_ids": ids[wrong].tolist(), "type": to}
 
 
-def _site(neuron: Neuron, flags: list[Flag]) -> Flag:
+def _site(neuron: Neuron, flags: list[Flag], depth: np.ndarray) -> Flag:
     """One flag for the site: at the node its fix starts from (a prune's base, a bridge's end),
     else at its most likely node."""
-    fix = site_fix(neuron, flags)
+    fix = site_fix(neuron, flags, depth=depth)
     ids = [f.node_id for f in flags]
     best = max(flags, key=lambda f: f.p or 0.0).node_id     # the first of equals: input order
     at = int(fix["node_id"]) if fix and fix.get("node_id") in ids else best
@@ -207,13 +252,17 @@ def _site(neuron: Neuron, flags: list[Flag]) -> Flag:
 def _rule_sites(flags: list[Flag]) -> list[Flag]:
     """Findings of one check that share a node, as one site (when their fixes can be one)."""
     sites: list[list[Flag]] = []
+    at: dict[tuple, list[int]] = {}               # (check, node id) -> sites naming it
     for f in flags:
-        home = next((s for s in sites if s[0].check == f.check and set(f.node_ids) & _nodes(s)
-                     and _merged_fix(s + [f]) is not False), None)
-        if home is None:
+        near = dict.fromkeys(i for node in f.node_ids for i in at.get((f.check, node), ()))
+        k = next((i for i in near if _merged_fix(sites[i] + [f]) is not False), None)
+        if k is None:
+            k = len(sites)
             sites.append([f])
         else:
-            home.append(f)
+            sites[k].append(f)
+        for node in f.node_ids:
+            at.setdefault((f.check, node), []).append(k)
     return [_rule_site(s) for s in sites]
 
 
