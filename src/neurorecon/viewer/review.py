@@ -12,6 +12,9 @@ e     mark as an error; the note is the flag's description if it was edited in t
 u     undo the last decision
 ====  =====================================================================================
 
+Every state change the page sends (a key, a pan, a zoom, a note) keeps the decision clock's
+active time running (:meth:`ReviewSession.touch`); a pause counts at most IDLE_SECONDS.
+
 Key handlers run on Neuroglancer's server thread: they update the session (which writes
 REVIEW.json before returning) and the view, and nothing else (no screenshots there: deadlock).
 """
