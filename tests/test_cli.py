@@ -51,12 +51,13 @@ def _check_schema(doc: dict):
         assert f["error"] is None or isinstance(f["error"], str)
         assert isinstance(f["n_nodes"], int)
         for g in f["findings"]:
-            assert set(g) == {"check", "severity", "node_ids", "xyz", "message", "fix"}
+            assert set(g) == {"check", "severity", "node_ids", "xyz", "message", "fix", "fix_text"}
             assert g["severity"] in ("error", "warning", "info")
             assert all(isinstance(i, int) for i in g["node_ids"])
             assert all(len(p) == 3 for p in g["xyz"])
             assert isinstance(g["message"], str) and g["message"]
             assert g["fix"] is None or isinstance(g["fix"], dict) and "action" in g["fix"]
+            assert (g["fix_text"] is None) == (g["fix"] is None) and (g["fix"] is None or isinstance(g["fix_text"], str))
 
 
 # ------------------------------------------------------------------------------ check: exit codes

@@ -43,9 +43,8 @@ def test_flags_in_review_order(review_sample):
     assert flags[0].fix == {"action": "relabel", "node_ids": [17], "type": 3}
     assert flags[0].node_ids == (17, 16, 18)            # both type_change findings and the detector: one site
     assert flags[0].p == 0.97 and "detector: p(error) = 0.97" in flags[0].reason
-    assert flags[1].fix == {"action": "move", "nodes": [{"node_id": 9, "xyz": [24.0, 20.0, 10.0]},
-                                                        {"node_id": 10, "xyz": [26.0, 20.0, 10.0]},
-                                                        {"node_id": 11, "xyz": [28.0, 20.0, 10.0]}]}
+    assert flags[1].fix == {"action": "move", "node_ids": [9, 10, 11],
+                            "xyz": [[24.0, 20.0, 10.0], [26.0, 20.0, 10.0], [28.0, 20.0, 10.0]]}
     assert flags[1].xyz == (26.0, 23.5, 10.0)          # where the node is, from the trace
     assert flags[2].fix == {"action": "prune", "node_id": 20} and flags[2].node_ids == (20, 21, 22)
     assert flags[4].fix is None and "trace stops" in flags[4].reason
@@ -71,8 +70,7 @@ def _assert_partition(node_flags, sites):
     assert all(count.get(i) == 1 for i in det), [i for i in det if count.get(i) != 1]
     for f in sites:
         if f.source == "detector" and f.fix:
-            named = ([m["node_id"] for m in f.fix["nodes"]] if "nodes" in f.fix
-                     else f.fix["node_ids"] if "node_ids" in f.fix else [f.fix["node_id"]])
+            named = f.fix["node_ids"] if "node_ids" in f.fix else [f.fix["node_id"]]
             assert set(named) <= set(f.node_ids), (f.key, f.fix)
 
 

@@ -143,11 +143,12 @@ def _apply_fixes(neuron: Neuron, accepted: list[Flag], review: Path):
 
 def _steps(fix: dict) -> list[Fix]:
     """The ``neurorecon fix`` edits of one accepted fix (a site's move names several nodes)."""
-    if fix["action"] == "move" and "nodes" in fix:
-        try:
-            return [Fix("move", {"node_id": m["node_id"], "xyz": m["xyz"]}) for m in fix["nodes"]]
-        except (KeyError, TypeError) as e:
-            raise ReviewError(f"fix 'move': bad or missing parameter {e} in its nodes") from None
+    if fix["action"] == "move" and "node_ids" in fix:
+        ids, xyz = fix["node_ids"], fix.get("xyz")
+        if not (isinstance(ids, list) and isinstance(xyz, list) and len(ids) == len(xyz)
+                and all(isinstance(p, list) and len(p) == 3 for p in xyz)):
+            raise ReviewError("fix 'move' of several nodes needs node_ids and one [x, y, z] per node")
+        return [Fix("move", {"node_id": i, "xyz": p}) for i, p in zip(ids, xyz)]
     return [Fix(fix["action"], {k: v for k, v in fix.items() if k != "action"})]
 
 
@@ -169,8 +170,8 @@ def _refuse_contradictions(neuron: Neuron, accepted: list[Flag], review: Path) -
             if g is f or (kind == k2 and (kind == "gone" or value == v2)):
                 continue
             what = (f"{_WORDS[k2]} and {_WORDS[kind]}" if kind != k2 else f"{_WORDS[kind]} twice, differently")
-            raise ReviewError(f"{review}: accepted flags {g.key} ({describe_fix(g.fix)}) and {f.key} "
-                              f"({describe_fix(f.fix)}) contradict each other at node {int(neuron.ids[row])} "
+            raise ReviewError(f"{review}: accepted flags {g.key} ({describe_fix(g.fix, neuron)}) and {f.key} "
+                              f"({describe_fix(f.fix, neuron)}) contradict each other at node {int(neuron.ids[row])} "
                               f"({what}); reject one of them in `neurorecon review` and apply again")
 
 
@@ -182,9 +183,9 @@ def _effects(neuron: Neuron, fix: dict) -> list[tuple[int, str, object]]:
     a = fix.get("action")
     try:
         if a == "move":
-            nodes = fix["nodes"] if "nodes" in fix else [fix]
-            rows = neuron.index_of([int(m["node_id"]) for m in nodes])
-            return [(int(r), "xyz", tuple(np.round(m["xyz"], 4))) for r, m in zip(rows, nodes) if r >= 0]
+            steps = _steps(fix)
+            rows = neuron.index_of([int(m.params["node_id"]) for m in steps])
+            return [(int(r), "xyz", tuple(np.round(m.params["xyz"], 4))) for r, m in zip(rows, steps) if r >= 0]
         if a == "relabel":
             return [(int(r), "type", int(fix["type"])) for r in neuron.index_of(fix["node_ids"]) if r >= 0]
         row = int(neuron.index_of([int(fix["node_id"])])[0]) if "node_id" in fix else -1

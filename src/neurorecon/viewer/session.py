@@ -12,7 +12,7 @@ Format (``"format": "neurorecon-review", "version": 2``)::
     flags      [{key, node_id, node_ids, xyz, source, check, reason, p, severity, fix, decision}]
                one per error site, in review order; ``decision`` is derived from the events
                (null: undecided); a site's move names all its nodes (``{"action": "move",
-               "nodes": [{node_id, xyz}, ...]}``)
+               "node_ids": [...], "xyz": [[x, y, z], ...]}``)
     events     [{seq, flag, node_id, decision, note, time, active_seconds, wall_seconds[, undoes]}]
                decision: accept | reject | error | undo; time: UTC ISO 8601; wall_seconds: time
                on the flag before the decision; active_seconds: the part of it with input (a

@@ -190,8 +190,8 @@ def site_fix(neuron: Neuron, flags: list[Flag], *, depth: np.ndarray | None = No
     >>> n = Neuron.from_arrays([1, 2, 3], [3, 3, 3], [[0, 0, 0], [1, 2, 0], [2, 2, 0]], [1, 1, 1], [-1, 1, 2])
     >>> mk = lambda i, x: Flag(f"detector:{i}", i, (0, 0, 0), "detector", "detector.off_signal_xy", "", 0.9,
     ...                        "warning", {"action": "move", "node_id": i, "xyz": [x, 0.0, 0.0]})
-    >>> site_fix(n, [mk(2, 1.0), mk(3, 2.0)])["nodes"]
-    [{'node_id': 2, 'xyz': [1.0, 0.0, 0.0]}, {'node_id': 3, 'xyz': [2.0, 0.0, 0.0]}]
+    >>> site_fix(n, [mk(2, 1.0), mk(3, 2.0)])
+    {'action': 'move', 'node_ids': [2, 3], 'xyz': [[1.0, 0.0, 0.0], [2.0, 0.0, 0.0]]}
     """
     reason = flags[0].check.removeprefix("detector.")
     action = _ACTION.get(reason)
@@ -199,8 +199,9 @@ def site_fix(neuron: Neuron, flags: list[Flag], *, depth: np.ndarray | None = No
     if not fixes:
         return None
     if action == "move":
-        nodes = [{"node_id": int(f["node_id"]), "xyz": list(f["xyz"])} for f in fixes]
-        return {"action": "move", **nodes[0]} if len(nodes) == 1 else {"action": "move", "nodes": nodes}
+        if len(fixes) == 1:
+            return {"action": "move", "node_id": int(fixes[0]["node_id"]), "xyz": list(fixes[0]["xyz"])}
+        return {"action": "move", "node_ids": [int(f["node_id"]) for f in fixes], "xyz": [list(f["xyz"]) for f in fixes]}
     if action == "prune":
         return _prune_fix(neuron, flags, fixes, depth)
     if action == "relabel":
