@@ -500,6 +500,9 @@ def review(
         _fail(f"{e.filename or review_file}: {e.strerror or e}", 1)
     c = rv.session.counts()
     typer.echo(f"review: {review_file}: {len(rv.session.flags)} flags, {c['undecided']} undecided")
+    if rv.session.upgraded_from is not None:
+        typer.echo(f"note: {review_file} is a version-{rv.session.upgraded_from} review (one flag per node); it is "
+                   "resumed as it is; a new --review file gets one flag per error site")
     _serve(rv.url, open_browser, rv.session.lock)
     c = rv.session.counts()
     typer.echo(f"saved {review_file} ({len(rv.session.flags) - c['undecided']} of {len(rv.session.flags)} decided); "
@@ -533,7 +536,11 @@ def apply_review_cmd(
     typer.echo(f"flags seen: {s['flags']}; accepted {s['accept']}, rejected {s['reject']}, "
                f"marked as error {s['error']}, undecided {s['undecided']}")
     if s["median_seconds"] is not None:
-        typer.echo(f"time per decision: median {s['median_seconds']:.1f} s, mean {s['mean_seconds']:.1f} s")
+        typer.echo(f"active time per decision: median {s['median_seconds']:.1f} s, mean {s['mean_seconds']:.1f} s, "
+                   f"total {s['total_active_seconds']:.1f} s (wall median {s['median_wall_seconds']:.1f} s)")
+    elif s["median_wall_seconds"] is not None:
+        typer.echo(f"time per decision: median {s['median_wall_seconds']:.1f} s wall (no active time in this "
+                   "version-1 review)")
     typer.echo(f"{len(res.edits)} edit(s) applied")
     for f, why in res.skipped:
         typer.echo(f"skipped: {f.key}: {why}", err=True)

@@ -204,8 +204,11 @@ def order_flags(flags: list[Flag]) -> list[Flag]:
 
 
 def collect_flags(neuron: Neuron, scores: str | os.PathLike | None = None, *, threshold: float = 0.5,
-                  config=None, rules: bool = True) -> list[Flag]:
+                  config=None, rules: bool = True, sites: bool = True) -> list[Flag]:
     """Rule findings (if ``rules``) and detector flags (if ``scores``), in review order.
+
+    With ``sites`` (the default) the node flags are grouped into error sites, one flag each
+    (:func:`neurorecon.viewer.sites.group_sites`).
 
     Parameters
     ----------
@@ -218,6 +221,8 @@ def collect_flags(neuron: Neuron, scores: str | os.PathLike | None = None, *, th
         For the checks.
     rules : bool
         Include the check findings.
+    sites : bool
+        One flag per error site rather than per node.
 
     Returns
     -------
@@ -226,4 +231,8 @@ def collect_flags(neuron: Neuron, scores: str | os.PathLike | None = None, *, th
     flags = rule_flags(neuron, config) if rules else []
     if scores is not None:
         flags += read_scores(scores, neuron, threshold)
+    if sites:
+        from .sites import group_sites     # sites builds on Flag: imported here, not at the top
+
+        flags = group_sites(neuron, flags)
     return order_flags(flags)
