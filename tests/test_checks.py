@@ -257,7 +257,9 @@ def test_long_edge_max_length_caps_the_limit():
 
 
 def test_lower_abnormal_compartment_sd_flags_more_edges():
-    assert run("clean.swc", load_config(overrides={"abnormal_compartment_sd": 0.5})) != []
+    # Both bounds must be lowered: mean + 0.5 SD alone stays inside the file's own tail.
+    assert run("clean.swc", load_config(overrides={"abnormal_compartment_sd": 0.5})) == []
+    assert run("clean.swc", load_config(overrides={"abnormal_compartment_sd": 0.5, "abnormal_compartment_tail_factor": 0})) != []
     assert run("abnormal_compartment.swc", load_config(overrides={"abnormal_compartment_sd": 50})) == []
 
 
@@ -293,7 +295,11 @@ def test_near_bifurcation_distance_threshold():
     assert run("near_bifurcation.swc", load_config(overrides={"near_bifurcation_distance": 0.5})) == []
     # Every bifurcation of the clean neuron is 5-20 um from the one before it.
     assert run("clean.swc", load_config(overrides={"near_bifurcation_distance": 5})) == []
-    assert checks_of(run("clean.swc", load_config(overrides={"near_bifurcation_distance": 30}))) == {"near_bifurcation"}
+    # The limit is the smaller of the distance and near_bifurcation_factor x spacing (~1 um here).
+    assert run("clean.swc", load_config(overrides={"near_bifurcation_distance": 30})) == []
+    wide = load_config(overrides={"near_bifurcation_distance": 30, "near_bifurcation_factor": 30})
+    assert checks_of(run("clean.swc", wide)) == {"near_bifurcation"}
+    assert run("near_bifurcation.swc", load_config(overrides={"near_bifurcation_factor": 0.5})) == []
 
 
 def test_radius_thresholds():

@@ -8,6 +8,7 @@ from ...morphology import graph
 from ...morphology.spatial import close_pairs, cross_pairs, cross_pairs_by_rows
 from ..findings import Fix, Severity, make_finding
 from . import check
+from .sites import edge_runs, flood
 
 E, W = Severity.ERROR, Severity.WARNING
 
@@ -83,38 +84,76 @@ def propose_bridges(ctx, fragment_roots: np.ndarray) -> dict[int, tuple[int, int
     return {int(frag[k]): (int(ends[i[k]]), int(main[j[k]]), float(d[k])) for k in pick}
 
 
+def _edge_findings(ctx, check_id, severity, rows, describe, cause):
+    """One finding per run of flagged edges (``rows`` are their child rows), or one file-level
+    finding when the runs cover more than ``flood_share`` of the neurite edges."""
+    n, p, th = ctx.neuron, ctx.parent, ctx.th
+    sites = edge_runs(p, rows)
+    whole = flood(check_id, severity, n, sites, int(ctx.neurite_edge.sum()), th.flood_share, th.flood_min_sites, cause)
+    if whole is not None:
+        return whole
+    return [make_finding(check_id, severity, n, np.append(s, p[s[0]]), describe(s)) for s in sites]
+
+
+def _edge_text(ctx, s: np.ndarray, what: str) -> str:
+    """``edge 4->5 <what>`` for one edge, ``7 edges in a row from 4->5 <what>`` for a run."""
+    n, p = ctx.neuron, ctx.parent
+    head = f"edge {n.ids[p[s[0]]]}->{n.ids[s[0]]}"
+    return f"{head} {what}" if len(s) == 1 else f"{len(s)} edges in a row from {head} {what}"
+
+
 @check("long_edge", W, "a parent-child distance far above the neuron's typical spacing")
 def long_edge(ctx):
     n, th = ctx.neuron, ctx.th
     limit = min(th.long_edge_factor * ctx.spacing, th.long_edge_max_length)
     rows = np.flatnonzero(ctx.neurite_edge & (n.edge_length > limit))
-    return [
-        make_finding("long_edge", W, n, [r, ctx.parent[r]],
-                     f"edge {n.ids[ctx.parent[r]]}->{n.ids[r]} is {n.edge_length[r]:.3g} long ({n.edge_length[r] / ctx.spacing:.0f}x the median spacing {ctx.spacing:.3g})")
-        for r in rows.tolist()
-    ]
+    e = n.edge_length
+
+    def describe(s):
+        return _edge_text(ctx, s, f"{'is' if len(s) == 1 else 'are up to'} {e[s].max():.3g} long "
+                                  f"({e[s].max() / ctx.spacing:.0f}x the median spacing {ctx.spacing:.3g})")
+
+    return _edge_findings(ctx, "long_edge", W, rows, describe, f"coarse sampling: edges longer than {limit:.3g}")
 
 
-@check("z_jump", W, "a step along z larger than z_jump_distance")
+@check("z_jump", W, "a step along z larger than z_jump_distance and z_jump_factor x the neuron's own z step")
 def z_jump(ctx):
     n, th = ctx.neuron, ctx.th
     has = ctx.neurite_edge
     dz = np.zeros(len(n))
     dz[has] = np.abs(n.xyz[has, 2] - n.xyz[ctx.parent[has], 2])
-    rows = np.flatnonzero(dz > th.z_jump_distance)
-    return [make_finding("z_jump", W, n, [r, ctx.parent[r]], f"edge {n.ids[ctx.parent[r]]}->{n.ids[r]} jumps {dz[r]:.3g} in z (limit {th.z_jump_distance:g})") for r in rows.tolist()]
+    # Traces from anisotropic stacks step between z planes; a jump is a step far beyond the
+    # file's own typical (non-zero) z step, and beyond NeuroM's absolute 30.
+    steps = dz[has & (dz > 0)]
+    own = float(np.median(steps)) if len(steps) else 0.0
+    limit = max(th.z_jump_distance, th.z_jump_factor * own)
+    rows = np.flatnonzero(dz > limit)
+
+    def describe(s):
+        return _edge_text(ctx, s, f"{'jumps' if len(s) == 1 else 'jump up to'} {dz[s].max():.3g} in z (limit {limit:.3g})")
+
+    return _edge_findings(ctx, "z_jump", W, rows, describe, f"sparse z sampling: edges stepping more than {limit:.3g} in z")
 
 
-@check("abnormal_compartment", W, "an edge longer than the neuron's mean + abnormal_compartment_sd SD")
+@check("abnormal_compartment", W, "an edge longer than mean + abnormal_compartment_sd SD and outside the neuron's own tail of edge lengths")
 def abnormal_compartment(ctx):
     n, th = ctx.neuron, ctx.th
     e = n.edge_length[ctx.neurite_edge]
     e = e[e > 0]
     if len(e) < 3:
         return []
-    limit = e.mean() + th.abnormal_compartment_sd * e.std()
+    # Mean + 5 SD alone flags the upper tail of every file whose spread is tiny (1 um-resampled
+    # traces: 1.07 um edges) or heavy (manual traces with variable steps). An abnormal edge
+    # stands out of the file's own tail as well: abnormal_compartment_tail_factor x its 99th
+    # percentile.
+    limit = max(e.mean() + th.abnormal_compartment_sd * e.std(), th.abnormal_compartment_tail_factor * np.percentile(e, 99))
     rows = np.flatnonzero(ctx.neurite_edge & (n.edge_length > limit))
-    return [make_finding("abnormal_compartment", W, n, [r, ctx.parent[r]], f"edge {n.ids[ctx.parent[r]]}->{n.ids[r]} is {n.edge_length[r]:.3g} long, beyond mean + {th.abnormal_compartment_sd:g} SD ({limit:.3g})") for r in rows.tolist()]
+    length = n.edge_length
+
+    def describe(s):
+        return _edge_text(ctx, s, f"{'is' if len(s) == 1 else 'are up to'} {length[s].max():.3g} long, beyond the neuron's own edge lengths (limit {limit:.3g})")
+
+    return _edge_findings(ctx, "abnormal_compartment", W, rows, describe, f"edges longer than {limit:.3g}")
 
 
 # ------------------------------------------------------------------------------------- coincidence
