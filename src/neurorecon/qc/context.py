@@ -120,6 +120,29 @@ class CheckContext:
         return float(max(self.neuron.radius[rows].max(), spread))
 
     @cached_property
+    def soma_is_marker(self) -> bool:
+        """A single soma node no wider than the first nodes of its neurites marks where the soma
+        is, not how big it is (MouseLight writes radius 1 for soma and neurites alike)."""
+        roots = self.neurite_roots
+        if len(self.soma_rows) != 1 or len(roots) == 0:
+            return False
+        return bool(self.neuron.radius[self.soma_rows[0]] <= self.neuron.radius[roots].max())
+
+    @cached_property
+    def soma_reach(self) -> float:
+        """How far from the soma centre its neurites may start: the soma radius or, for a marker
+        soma, the median distance at which the neurites attached to it start (the file's own
+        layout; MouseLight connects dendrites traced from the soma surface to the marker)."""
+        if not self.soma_is_marker:
+            return self.soma_radius
+        roots = self.neurite_roots
+        roots = roots[self.parent[roots] >= 0]
+        if len(roots) == 0:
+            return self.soma_radius
+        d = np.linalg.norm(self.neuron.xyz[roots] - self.soma_center, axis=1)
+        return float(max(self.soma_radius, np.median(d)))
+
+    @cached_property
     def neurite_roots(self) -> np.ndarray:
         """First node of every neurite: non-soma nodes whose parent is a soma node or missing."""
         p = self.parent

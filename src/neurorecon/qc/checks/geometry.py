@@ -217,6 +217,11 @@ def duplicate_point(ctx):
     p = ctx.parent
     # Parent-child pairs are zero_length_segment; lines repeating one id are duplicate_id.
     keep = near & (p[i] != j) & (p[j] != i) & (n.ids[i] != n.ids[j])
+    # Neurites of one soma node starting at one point is how MouseLight writes neurites that
+    # leave the soma together (or start on it): a layout, not a double click.
+    roots = np.zeros(len(n), bool)
+    roots[ctx.neurite_roots] = True
+    keep &= ~(roots[i] & roots[j] & (p[i] == p[j]))
     out = []
     for a, b in zip(i[keep].tolist(), j[keep].tolist()):
         fix = None
@@ -230,6 +235,9 @@ def duplicate_point(ctx):
 def zero_length_segment(ctx):
     n, p = ctx.neuron, ctx.parent
     rows = np.flatnonzero((p >= 0) & (n.edge_length <= ctx.th.zero_length_tolerance) & ~ctx.is_soma & ~n.in_cycle)
+    # A neurite's first node on its soma node is MouseLight's layout (NeuroM, which keeps the
+    # soma apart from the neurites, sees no segment there either).
+    rows = rows[~ctx.is_soma[p[rows]]]
     out = []
     for r in rows.tolist():
         out.append(make_finding("zero_length_segment", W, n, [r, p[r]], f"node {n.ids[r]} is at its parent's position ({n.edge_length[r]:.3g} away)", Fix("delete", {"node_id": int(n.ids[r])})))
@@ -242,6 +250,10 @@ def overlapping_segments(ctx):
     i, j, d, near = _coincident_pairs(ctx, th.overlap_distance_factor * ctx.spacing, far_only=True)
     sec = ctx.section
     keep = ~near & (sec[i] != sec[j])
+    # A double trace lies inside the fibre it repeats: branches that merely run side by side (1-2 um
+    # apart in 4 um-spaced cortical traces) are not one. Without radii the spacing alone decides.
+    r = np.maximum(n.radius[i], n.radius[j])
+    keep &= (d <= r) | (r <= 0)
     i, j = i[keep], j[keep]
     if len(i) == 0:
         return []
@@ -294,10 +306,13 @@ def back_tracking(ctx):
         if len(early) and len(later):
             reach = float(np.hypot(2 * rmax[segments].max(), 0.55 * length[group].max()))
             hits.append(_turning_back(ctx, early, later, rmax, reach))
-    out = []
-    for rb in np.unique(np.concatenate(hits) if hits else []).astype(np.int64).tolist():
-        out.append(make_finding("back_tracking", W, n, [rb, p[rb]], f"segment {n.ids[p[rb]]}->{n.ids[rb]} turns back into an earlier segment of the same branch"))
-    return out
+    rows = np.unique(np.concatenate(hits) if hits else []).astype(np.int64)
+
+    def describe(s):
+        what = "turns" if len(s) == 1 else "turn"
+        return _edge_text(ctx, s, f"{what} back into an earlier segment of the same branch").replace("edge", "segment", 1)
+
+    return _edge_findings(ctx, "back_tracking", W, rows, describe, "segments turning back along their own branch")
 
 
 def _turning_back(ctx, early, later, rmax, reach) -> np.ndarray:
