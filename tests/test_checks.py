@@ -257,7 +257,10 @@ def test_long_edge_max_length_caps_the_limit():
 def test_lower_abnormal_compartment_sd_flags_more_edges():
     # Both bounds must be lowered: mean + 0.5 SD alone stays inside the file's own tail.
     assert run("clean.swc", load_config(overrides={"abnormal_compartment_sd": 0.5})) == []
-    assert run("clean.swc", load_config(overrides={"abnormal_compartment_sd": 0.5, "abnormal_compartment_tail_factor": 0})) != []
+    assert run("clean.swc", load_config(overrides={"abnormal_compartment_sd": 0.5, "abnormal_compartment_tail_factor": 0})) == []
+    # ... and the local bound too: the clean neuron's edges are all ~1 um, none stands out locally.
+    everything = {"abnormal_compartment_sd": 0.5, "abnormal_compartment_tail_factor": 0, "local_edge_factor": 0}
+    assert checks_of(run("clean.swc", load_config(overrides=everything))) == {"abnormal_compartment"}
     assert run("abnormal_compartment.swc", load_config(overrides={"abnormal_compartment_sd": 50})) == []
 
 

@@ -18,8 +18,9 @@ from typing import Any
 class Thresholds:
     long_edge_factor: float = 10.0
     long_edge_max_length: float = float("inf")
+    local_edge_factor: float = 1.5
     z_jump_distance: float = 30.0
-    z_jump_factor: float = 10.0
+    z_jump_factor: float = 30.0
     loop_distance_factor: float = 0.1
     loop_min_hops: int = 4
     zero_length_tolerance: float = 0.0
@@ -41,8 +42,8 @@ class Thresholds:
     bridge_max_factor: float = 5.0
     bridge_max_angle: float = 60.0
     relabel_max_nodes: int = 50
-    flood_share: float = 0.05
-    flood_min_sites: int = 20
+    flood_share: float = 0.02
+    flood_min_sites: int = 10
 
 
 @dataclass(frozen=True)

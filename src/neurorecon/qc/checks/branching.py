@@ -15,6 +15,12 @@ W = Severity.WARNING
 def multifurcation(ctx):
     n = ctx.neuron
     rows = np.flatnonzero((n.n_children > 2) & ~ctx.is_soma)
+    # Skeletons (FlyEM) branch in threes at one fork in thirty: the skeletoniser's habit, said once.
+    forks = int(((n.n_children >= 2) & ~ctx.is_soma).sum())
+    whole = flood("multifurcation", W, n, [np.array([r]) for r in rows], forks, ctx.th.flood_share, ctx.th.flood_min_sites,
+                  "multifurcations throughout: forks with more than two children")
+    if whole is not None:
+        return whole
     return [make_finding("multifurcation", W, n, r, f"node {n.ids[r]} has {n.n_children[r]} children") for r in rows.tolist()]
 
 

@@ -95,6 +95,36 @@ def _edge_findings(ctx, check_id, severity, rows, describe, cause):
     return [make_finding(check_id, severity, n, np.append(s, p[s[0]]), describe(s)) for s in sites]
 
 
+def _locally_long(ctx, rows: np.ndarray) -> np.ndarray:
+    """``rows`` whose edge is longer than ``local_edge_factor`` x the median of the edges around it and than the fibre is wide
+    (two above, two below along the first child). Skeletons place nodes at a spacing that follows
+    the fibre's width (400-voxel edges along a thick trunk, 40 along twigs) and traces resampled
+    coarsely at their tips step 5 um among 5 um steps: only an edge that stands out of its own
+    neighbourhood is long there."""
+    n, p = ctx.neuron, ctx.parent
+    if len(rows) == 0:
+        return rows
+    e = n.edge_length
+    fc = ctx.cached("first_child", lambda: graph.first_child(p))
+    up1 = p[rows]
+    up2 = np.where(up1 >= 0, p[np.maximum(up1, 0)], -1)
+    dn1 = fc[rows]
+    dn2 = np.where(dn1 >= 0, fc[np.maximum(dn1, 0)], -1)
+    around = np.stack([up1, up2, dn1, dn2], axis=1)
+    ok = (around >= 0) & ctx.neurite_edge[np.maximum(around, 0)]
+    vals = np.where(ok, e[np.maximum(around, 0)], np.nan)
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)   # an edge with no neighbour: nan
+            local = np.nanmedian(vals, axis=1)
+    # A skeleton of a thick fibre steps by about its width: an edge within the wider end's diameter
+    # is how the fibre was sampled (placeholder radii of 1 leave traces at 1 um spacing unaffected).
+    width = 2 * np.maximum(n.radius[rows], np.where(up1 >= 0, n.radius[np.maximum(up1, 0)], 0))
+    return rows[~(e[rows] <= ctx.th.local_edge_factor * local) & (e[rows] > width)]
+
+
 def _edge_text(ctx, s: np.ndarray, what: str) -> str:
     """``edge 4->5 <what>`` for one edge, ``7 edges in a row from 4->5 <what>`` for a run."""
     n, p = ctx.neuron, ctx.parent
@@ -106,7 +136,7 @@ def _edge_text(ctx, s: np.ndarray, what: str) -> str:
 def long_edge(ctx):
     n, th = ctx.neuron, ctx.th
     limit = min(th.long_edge_factor * ctx.spacing, th.long_edge_max_length)
-    rows = np.flatnonzero(ctx.neurite_edge & (n.edge_length > limit))
+    rows = _locally_long(ctx, np.flatnonzero(ctx.neurite_edge & (n.edge_length > limit)))
     e = n.edge_length
 
     def describe(s):
@@ -127,7 +157,7 @@ def z_jump(ctx):
     steps = dz[has & (dz > 0)]
     own = float(np.median(steps)) if len(steps) else 0.0
     limit = max(th.z_jump_distance, th.z_jump_factor * own)
-    rows = np.flatnonzero(dz > limit)
+    rows = _locally_long(ctx, np.flatnonzero(dz > limit))
 
     def describe(s):
         return _edge_text(ctx, s, f"{'jumps' if len(s) == 1 else 'jump up to'} {dz[s].max():.3g} in z (limit {limit:.3g})")
@@ -147,7 +177,7 @@ def abnormal_compartment(ctx):
     # stands out of the file's own tail as well: abnormal_compartment_tail_factor x its 99th
     # percentile.
     limit = max(e.mean() + th.abnormal_compartment_sd * e.std(), th.abnormal_compartment_tail_factor * np.percentile(e, 99))
-    rows = np.flatnonzero(ctx.neurite_edge & (n.edge_length > limit))
+    rows = _locally_long(ctx, np.flatnonzero(ctx.neurite_edge & (n.edge_length > limit)))
     length = n.edge_length
 
     def describe(s):

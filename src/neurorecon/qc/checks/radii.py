@@ -61,10 +61,13 @@ def _dangling(ctx) -> tuple[np.ndarray, np.ndarray]:
     n = ctx.neuron
     soma_xyz = n.xyz[ctx.soma_rows]
     centre = soma_xyz.mean(axis=0)
-    extent = np.linalg.norm(soma_xyz - centre, axis=1).max()
-    if ctx.soma_is_marker:
-        extent = max(extent, ctx.soma_reach)
+    # A one-node soma reaches as far as its radius (for a marker: as far as its neurites start).
+    extent = max(np.linalg.norm(soma_xyz - centre, axis=1).max(), ctx.soma_reach)
     roots = ctx.neurite_roots
+    # The root of the soma's own tree is not a neurite leaving the soma: a skeleton rooted away
+    # from its soma (FlyEM) is reported by soma_not_root.
+    soma_trees = ctx.root_of[ctx.soma_rows[ctx.rooted[ctx.soma_rows]]]
+    roots = roots[~((ctx.parent[roots] < 0) & np.isin(roots, soma_trees))]
     beyond = np.linalg.norm(n.xyz[roots] - centre, axis=1) - extent
     far = beyond > ctx.th.dangling_distance
     roots, beyond = roots[far], beyond[far]
