@@ -349,20 +349,27 @@ def _turning_back(ctx, early, later, rmax, reach) -> np.ndarray:
     """Rows of ``later`` segments b that turn back into one of the ``early`` segments a."""
     n, p = ctx.neuron, ctx.parent
     sec, depth = ctx.section, ctx.path_length
+    xyz = n.xyz
+    vec = xyz - xyz[np.maximum(p, 0)]           # each segment's vector (rows without a parent unused)
 
     def keep(ia, jb, _d):
         # NeuroM: b (later on the branch) points against a and ends inside a's cylinder:
         # perpendicular distance <= sum of the max radii, projection < 0.55 |a| from a's middle.
+        # Most candidates are a segment's own neighbours along the branch: the cheap tests
+        # (same branch, further out, not a's child, pointing against a) go first.
         a, b = early[ia], later[jb]
         ok = (sec[a] == sec[b]) & (depth[b] > depth[a]) & (p[b] != a)
-        va = n.xyz[a] - n.xyz[p[a]]
-        vb = n.xyz[b] - n.xyz[p[b]]
-        cp = n.xyz[b] - (n.xyz[a] + n.xyz[p[a]]) / 2
-        la = np.linalg.norm(va, axis=1)
+        ok[ok] = np.einsum("ij,ij->i", vec[a[ok]], vec[b[ok]]) < 0
+        k = np.flatnonzero(ok)
+        a, b = a[k], b[k]
+        va = vec[a]
+        cp = xyz[b] - (xyz[a] + xyz[p[a]]) / 2
+        la = np.sqrt(np.einsum("ij,ij->i", va, va))
         proj = np.einsum("ij,ij->i", cp, va) / la
         perp = np.linalg.norm(cp - proj[:, None] * va / la[:, None], axis=1)
-        return ok & (np.einsum("ij,ij->i", va, vb) < 0) & (perp <= rmax[a] + rmax[b]) & (np.abs(proj) < 0.55 * la)
+        ok[k] = (perp <= rmax[a] + rmax[b]) & (np.abs(proj) < 0.55 * la)
+        return ok
 
-    mid = (n.xyz[early] + n.xyz[p[early]]) / 2
+    mid = (xyz[early] + xyz[p[early]]) / 2
     # (In any order: the caller takes the unique rows.)
-    return later[cross_pairs_by_rows(mid, n.xyz[later], reach, keep=keep)[1]]
+    return later[cross_pairs_by_rows(mid, xyz[later], reach, keep=keep)[1]]
