@@ -173,10 +173,15 @@ def spread(xs: list[float]) -> str:
     return f"{min(xs):.3f}–{max(xs):.3f}"
 
 
+#: Children may write .pyc files (the warm-up run does), as an installed package has them:
+#: PYTHONDONTWRITEBYTECODE in the caller's environment would make every timed run recompile.
+CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def run_timed(cmd: list[str], ok_codes=(0, 1)) -> tuple[float, float]:
     """(wall seconds, CPU seconds: user + system of the process and its children) of one run."""
     t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=CHILD_ENV)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t
     proc.returncode = os.waitstatus_to_exitcode(status)

@@ -8,7 +8,6 @@ for FlyEM skeletons in 8 nm voxels). docs/checks.md documents every field in one
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,6 +113,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
     data: dict[str, Any] = {}
     if path is not None:
+        import tomllib   # only with a config file: not part of every check's start-up
+
         try:
             data = tomllib.loads(Path(path).read_text())
         except FileNotFoundError:

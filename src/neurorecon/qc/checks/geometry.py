@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from ...morphology import graph
-from ...morphology.spatial import close_pairs, cross_pairs, cross_pairs_by_rows
+from ...morphology.spatial import close_pairs_by_rows, cross_pairs, cross_pairs_by_rows
 from ..findings import Fix, Severity, make_finding
 from . import check
+from ..context import median, percentile, row_medians, unique
 from .sites import edge_runs, flood
 
 E, W = Severity.ERROR, Severity.WARNING
@@ -113,12 +114,7 @@ def _locally_long(ctx, rows: np.ndarray) -> np.ndarray:
     around = np.stack([up1, up2, dn1, dn2], axis=1)
     ok = (around >= 0) & ctx.neurite_edge[np.maximum(around, 0)]
     vals = np.where(ok, e[np.maximum(around, 0)], np.nan)
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)   # an edge with no neighbour: nan
-            local = np.nanmedian(vals, axis=1)
+    local = row_medians(vals)      # NaN for an edge with no neighbour: the global limit alone decides
     # A skeleton of a thick fibre steps by about its width: an edge within the wider end's diameter
     # is how the fibre was sampled (placeholder radii of 1 leave traces at 1 um spacing unaffected).
     width = 2 * np.maximum(n.radius[rows], np.where(up1 >= 0, n.radius[np.maximum(up1, 0)], 0))
@@ -155,7 +151,7 @@ def z_jump(ctx):
     # Traces from anisotropic stacks step between z planes; a jump is a step far beyond the
     # file's own typical (non-zero) z step, and beyond NeuroM's absolute 30.
     steps = dz[has & (dz > 0)]
-    own = float(np.median(steps)) if len(steps) else 0.0
+    own = median(steps) if len(steps) else 0.0
     limit = max(th.z_jump_distance, th.z_jump_factor * own)
     rows = _locally_long(ctx, np.flatnonzero(dz > limit))
 
@@ -176,7 +172,7 @@ def abnormal_compartment(ctx):
     # traces: 1.07 um edges) or heavy (manual traces with variable steps). An abnormal edge
     # stands out of the file's own tail as well: abnormal_compartment_tail_factor x its 99th
     # percentile.
-    limit = max(e.mean() + th.abnormal_compartment_sd * e.std(), th.abnormal_compartment_tail_factor * np.percentile(e, 99))
+    limit = max(e.mean() + th.abnormal_compartment_sd * e.std(), th.abnormal_compartment_tail_factor * percentile(e, 99))
     rows = _locally_long(ctx, np.flatnonzero(ctx.neurite_edge & (n.edge_length > limit)))
     length = n.edge_length
 
@@ -203,8 +199,13 @@ def _search_coincident(ctx):
     radius = max(th.loop_distance_factor, th.overlap_distance_factor) * ctx.spacing
     cand = np.flatnonzero(~ctx.is_soma & ctx.rooted)
     root = ctx.root_of[cand]
-    i, j, d = close_pairs(n.xyz[cand], radius, keep=lambda i, j, d: root[i] == root[j])
-    i, j = cand[i], cand[j]
+    # Close pairs are rare (a few per thousand nodes), so the search by key ranges (a third of the
+    # binary searches of close_pairs) pays, and the pairs are put in one order afterwards.
+    i, j, d = close_pairs_by_rows(n.xyz[cand], radius)
+    order = np.lexsort((j, i))
+    i, j, d = i[order], j[order], d[order]
+    same = root[i] == root[j]
+    i, j, d = cand[i[same]], cand[j[same]], d[same]
     return i, j, d, graph.within_hops(ctx.parent, i, j, th.loop_min_hops)
 
 
@@ -291,8 +292,10 @@ def overlapping_segments(ctx):
     a = np.concatenate([i, j])
     b = np.concatenate([j, i])
     key = np.stack([sec[a], sec[b], a], axis=1)
-    key = np.unique(key, axis=0)
-    pairs, counts = np.unique(key[:, :2], axis=0, return_counts=True)
+    key = key[np.lexsort(key.T[::-1])]            # rows in order (np.unique(axis=0) imports numpy.ma)
+    key = key[np.concatenate(([True], np.any(key[1:] != key[:-1], axis=1)))]
+    first = np.flatnonzero(np.concatenate(([True], np.any(key[1:, :2] != key[:-1, :2], axis=1))))
+    pairs, counts = key[first, :2], np.diff(np.append(first, len(key)))
     out = []
     seen = set()
     for (sa, sb), c in zip(pairs.tolist(), counts.tolist()):
@@ -336,7 +339,7 @@ def back_tracking(ctx):
         if len(early) and len(later):
             reach = float(np.hypot(2 * rmax[segments].max(), 0.55 * length[group].max()))
             hits.append(_turning_back(ctx, early, later, rmax, reach))
-    rows = np.unique(np.concatenate(hits) if hits else []).astype(np.int64)
+    rows = unique(np.concatenate(hits) if hits else np.zeros(0, np.int64)).astype(np.int64)
 
     def describe(s):
         what = "turns" if len(s) == 1 else "turn"

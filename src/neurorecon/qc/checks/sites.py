@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...morphology import graph
+from ..context import unique
 from ..findings import Finding, make_finding
 
 
@@ -45,7 +46,7 @@ def flood(check: str, severity, neuron, sites: list[np.ndarray], n_inspected: in
     hit = sum(len(s) for s in sites)
     if len(sites) <= min_sites or n_inspected == 0 or hit <= share * n_inspected:
         return None
-    rows = np.unique(np.concatenate(sites))
+    rows = unique(np.concatenate(sites))
     msg = (f"file-level: {cause}: {hit} of {n_inspected} ({100 * hit / n_inspected:.0f}%) at {len(sites)} places, "
            f"first at node {neuron.ids[rows[0]]}; reported once for the whole file")
     return [make_finding(check, severity, neuron, rows, msg)]
