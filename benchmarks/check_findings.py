@@ -97,10 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DATA, help="folder searched for *.swc (default: %(default)s)")
     ap.add_argument("--before", default=BASELINE, help="git revision for the 'before' column (default %(default)s); 'none' to skip")
-    ap.add_argument("--exclude", action="append", default=["edge_cases"],
-                    help="sub-folder to leave out (default: edge_cases, reader test files with deliberate defects)")
+    ap.add_argument("--exclude", action="append", default=None,
+                    help="sub-folder to leave out, repeatable (default: edge_cases, reader test files with deliberate defects; 'none' for none)")
+    ap.add_argument("--per-file", action="store_true", help="also print warnings and errors per file, before and after")
     ap.add_argument("--samples", type=int, default=0, help="print this many 'after' findings per check")
     args = ap.parse_args(argv)
+    args.exclude = [x for x in (args.exclude or ["edge_cases"]) if x != "none"]
     files = sorted(str(p) for p in args.data.rglob("*.swc") if not set(p.relative_to(args.data).parts) & set(args.exclude))
     if not files:
         print(f"check_findings: no .swc files under {args.data}", file=sys.stderr)
@@ -110,8 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.before != "none":
         with tempfile.TemporaryDirectory(prefix="check-findings-") as tmp:
             before = run_tree(extract(args.before, Path(tmp)), files)
-    print(f"{len(files)} files under {args.data} (excluding {', '.join(args.exclude)}); before = {args.before}, after = working tree\n")
+    print(f"{len(files)} files under {args.data} (excluding {', '.join(args.exclude) or 'nothing'}); before = {args.before}, after = working tree\n")
     print("\n".join(table(before, after)))
+    if args.per_file:
+        print("\n| file | nodes | before | after | after, by check |\n|---|---|---|---|---|")
+        for k, r in enumerate(after):
+            b = len(loud(before[k]["findings"])) if before else "–"
+            by = Counter(f[0] for f in loud(r["findings"]))
+            print(f"| `{Path(r['path']).name}` | {r['n_nodes']} | {b} | {len(loud(r['findings']))} | "
+                  + ", ".join(f"{c} {v}" for c, v in by.most_common()) + " |")
     if args.samples:
         by_check: dict[str, list] = {}
         for r in after:
