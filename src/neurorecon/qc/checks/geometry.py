@@ -308,16 +308,51 @@ def overlapping_segments(ctx):
     return out
 
 
+def _prefix_range(ctx, values: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``graph.section_prefix_range`` (column-wise min and max of ``values`` over the valid nodes
+    above each node in its section, itself excluded) by one sort and running min/max instead of
+    pointer doubling: nodes in (section, depth) order, and a running minimum restarted at each
+    section by shifting every section below the ones before it. Rows off any root (cycles) get
+    the unbounded range, so that the caller keeps them."""
+    n, p = ctx.neuron, ctx.parent
+    hops = ctx.cached("hops", lambda: graph.ancestor_sums(p, np.ones(len(p)))[1])
+    sec = ctx.section
+    order = np.lexsort((hops, sec))
+    group = np.cumsum(np.concatenate(([0], sec[order][1:] != sec[order][:-1])))
+    # A running minimum over the whole order stays inside a section when each section's values lie
+    # below all earlier sections': values are unit-vector components (|v| <= 1), so a step of 4
+    # per section separates them (and adds back exactly: the steps are small integers). A node
+    # without a value stands for 2: above its section's values, below every earlier section's.
+    step = 4.0 * group[:, None]
+    v = values[order]
+    ok = valid[order, None]
+    lo = np.minimum.accumulate(np.where(ok, v, 2.0) - step, axis=0) + step
+    hi = np.maximum.accumulate(np.where(ok, v, -2.0) + step, axis=0) - step
+    lo[lo > 1.5] = np.inf
+    hi[hi < -1.5] = -np.inf
+    # Exclude each node itself: take the running value of the node before it in the section.
+    first = np.concatenate(([True], group[1:] != group[:-1]))
+    lo = np.where(first[:, None], np.inf, np.roll(lo, 1, axis=0))
+    hi = np.where(first[:, None], -np.inf, np.roll(hi, 1, axis=0))
+    out_lo = np.empty_like(lo)
+    out_hi = np.empty_like(hi)
+    out_lo[order], out_hi[order] = lo, hi
+    off = ~ctx.rooted
+    out_lo[off], out_hi[off] = -1.0, 1.0
+    return out_lo, out_hi
+
+
 def _may_point_back(ctx, seg: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Segments that could point against an earlier segment of their section: a lower bound of
     u_b . u_a over the box of earlier directions must be negative (exact-safe pre-filter)."""
     n, p = ctx.neuron, ctx.parent
     u = np.zeros((len(n), 3))
     u[seg] = (n.xyz[seg] - n.xyz[p[seg]]) / n.edge_length[seg, None]
-    lo, hi = graph.section_prefix_range(p, ctx.section_start, u, seg)
+    lo, hi = _prefix_range(ctx, u, seg)
     r = rows[np.isfinite(lo[rows]).all(axis=1)]
     bound = np.minimum(u[r] * lo[r], u[r] * hi[r]).sum(axis=1)
-    return r[bound < 0]
+    # (1e-9: the running ranges carry rounding of order 1e-11; a pre-filter may keep too many.)
+    return r[bound < 1e-9]
 
 
 @check("back_tracking", W, "a segment that turns back into an earlier segment of its own branch (NeuroM rule)")
