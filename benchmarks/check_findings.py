@@ -100,19 +100,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--exclude", action="append", default=None,
                     help="sub-folder to leave out, repeatable (default: edge_cases, reader test files with deliberate defects; 'none' for none)")
     ap.add_argument("--per-file", action="store_true", help="also print warnings and errors per file, before and after")
+    ap.add_argument("--flyem", action="store_true",
+                    help="check the 5 FlyEM hemibrain skeletons of navis.example_neurons() instead (written as SWC to a temporary folder)")
     ap.add_argument("--samples", type=int, default=0, help="print this many 'after' findings per check")
     args = ap.parse_args(argv)
     args.exclude = [x for x in (args.exclude or ["edge_cases"]) if x != "none"]
+    if args.flyem:
+        with tempfile.TemporaryDirectory(prefix="check-findings-flyem-") as tmp:
+            import navis
+
+            for nrn in navis.example_neurons():
+                navis.write_swc(nrn, Path(tmp) / f"hemibrain_{nrn.id}.swc")
+            return report(args, sorted(str(p) for p in Path(tmp).glob("*.swc")), "navis.example_neurons()")
     files = sorted(str(p) for p in args.data.rglob("*.swc") if not set(p.relative_to(args.data).parts) & set(args.exclude))
     if not files:
         print(f"check_findings: no .swc files under {args.data}", file=sys.stderr)
         return 2
+    return report(args, files, f"{args.data} (excluding {', '.join(args.exclude) or 'nothing'})")
+
+
+def report(args, files: list[str], where: str) -> int:
     after = run_tree(REPO / "src", files)
     before = None
     if args.before != "none":
         with tempfile.TemporaryDirectory(prefix="check-findings-") as tmp:
             before = run_tree(extract(args.before, Path(tmp)), files)
-    print(f"{len(files)} files under {args.data} (excluding {', '.join(args.exclude) or 'nothing'}); before = {args.before}, after = working tree\n")
+    print(f"{len(files)} files from {where}; before = {args.before}, after = working tree\n")
     print("\n".join(table(before, after)))
     if args.per_file:
         print("\n| file | nodes | before | after | after, by check |\n|---|---|---|---|---|")
