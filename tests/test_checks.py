@@ -543,3 +543,46 @@ def test_flyem_skeletons_layout_is_quiet(tmp_path):
     multi = [f for f in loud if f.check == "multifurcation"]
     assert len(multi) == len(reports) and all(f.message.startswith("file-level: multifurcations") for f in multi)
     assert len(loud) <= 2 * nodes / 1000, (len(loud), nodes)
+
+
+# ------------------------------------------------------------------------------------ speed helpers
+def test_sorted_section_ranges_equal_the_pointer_doubling_ones():
+    """back_tracking's pre-filter takes the direction ranges above each node of its section by one
+    sort and running min/max; they must be graph.section_prefix_range's exactly, on real files."""
+    from neurorecon.morphology import graph
+    from neurorecon.qc.checks.geometry import _prefix_range
+    from neurorecon.qc.context import CheckContext
+
+    files = [MORPHOLOGIES / "neuromorpho_varied" / "motorneuron.swc", WHOLE_BRAIN / "85013.swc",
+             MORPHOLOGIES / "cortical_cng" / "IF1_030400.CNG.swc", DATA / "cycle.swc", DATA / "clean.swc"]
+    files = [f for f in files if f.is_file()]
+    assert len(files) >= 2
+    for path in files:
+        n = read_swc(path, strict=False)
+        ctx = CheckContext(n, CheckConfig())
+        p = ctx.parent
+        seg = ctx.neurite_edge & (n.edge_length > 0)
+        u = np.zeros((len(n), 3))
+        u[seg] = (n.xyz[seg] - n.xyz[p[seg]]) / n.edge_length[seg, None]
+        want = graph.section_prefix_range(p, ctx.section_start, u, seg)
+        got = _prefix_range(ctx, u, seg)
+        r = ctx.rooted
+        for w, g in zip(want, got):
+            np.testing.assert_allclose(g[r], w[r], atol=1e-9, err_msg=str(path))
+
+
+def test_numpy_ma_free_statistics_match_numpy():
+    from neurorecon.qc.context import median, percentile, row_medians, unique
+
+    e = read_swc(WHOLE_BRAIN / "85013.swc").edge_length if (WHOLE_BRAIN / "85013.swc").is_file() else read_swc(DATA / "clean.swc").edge_length
+    for x in (e, e[:1], e[:2], e[:101]):
+        assert median(x) == np.median(x)
+        assert percentile(x, 99) == pytest.approx(np.percentile(x, 99), abs=1e-12)
+        assert (unique(np.round(x, 1)) == np.unique(np.round(x, 1))).all()
+    vals = np.where(np.arange(len(e) * 4).reshape(-1, 4) % 3 == 0, np.nan, np.resize(e, (len(e), 4)))
+    vals[0] = np.nan
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        np.testing.assert_array_equal(row_medians(vals), np.nanmedian(vals, axis=1))
