@@ -1,28 +1,32 @@
 """Conservative fixes: apply the fixes that checks propose, log every edit, never guess.
 
-``fix_neuron`` runs the fixable checks, applies the proposals of one group at a time (structure
-first, then duplicates, types, gaps, finally sorting), and checks again until nothing is left to
-fix, so that fixing twice changes nothing the second time. Every edit is recorded with what, where,
-why and before/after, and can be written as JSON and as Vaa3D ``.apo`` markers for review.
+``fix_neuron`` runs the checks, applies the proposals of one group at a time (structure first,
+then duplicates, types, gaps), and checks again until nothing is left to fix, so that fixing twice
+changes nothing the second time. Every batch of edits is checked before it is kept: a fix that
+would add an error-level finding the input did not have is declined and left for review (see
+:class:`Baseline`). Node ids are kept unless re-numbering is asked for. Every edit is recorded
+with what, where, why and before/after, and can be written as JSON and as Vaa3D ``.apo`` markers.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ..io.atomic import atomic_write_text
 from ..io.points import Point, format_apo
 from ..io.swc import format_swc, read_swc
-from ..morphology import graph
+from ..morphology import graph, types as T
 from ..morphology.neuron import Neuron
+from ..morphology.spatial import cross_pairs
 from .config import CheckConfig
-from .findings import Fix
+from .context import CheckContext
+from .findings import Finding, Fix, Severity
 from .run import check_neuron
 
 #: Fix groups in the order they are applied; each pass applies one group, then re-checks.
@@ -33,10 +37,13 @@ FIX_ORDER = (
     ("type_change", "parent_type_violation"),
     ("fragment",),
 )
-MAX_PASSES = 50
+MAX_PASSES = 100
+#: Checks whose error a ``cut`` turns into a fragment rooted at the cut node: the node was not
+#: connected to the soma tree before either, so the fragment is the same error made explicit.
+CUT_EXPOSES_FRAGMENT = ("missing_parent", "self_parent", "cycle")
 
 _COLORS = {"move": (0, 255, 255), "prune": (255, 0, 0), "delete": (255, 0, 0), "merge": (255, 128, 0), "drop_duplicate": (255, 128, 0), "renumber": (128, 128, 255),
-           "cut": (255, 0, 255), "relabel": (0, 200, 0), "bridge": (0, 128, 255), "reindex": (128, 128, 128)}
+           "cut": (255, 0, 255), "relabel": (0, 200, 0), "bridge": (0, 128, 255), "reindex": (128, 128, 128), "reorder": (128, 128, 128)}
 
 
 @dataclass
@@ -55,9 +62,12 @@ class Edit:
 
 @dataclass
 class FixResult:
+    """The fixed neuron, the edits made, and the proposed fixes that were declined (with why)."""
+
     neuron: Neuron
     edits: list[Edit] = field(default_factory=list)
     converged: bool = True
+    declined: list[dict] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -68,8 +78,36 @@ class FixError(ValueError):
     pass
 
 
-def fix_neuron(neuron: Neuron, config: CheckConfig | None = None) -> FixResult:
-    """Apply every conservative fix the checks propose, until none is left.
+class Proposal(NamedTuple):
+    """One fix to try: who proposes it, the fix, and the reason for the log."""
+
+    check: str
+    fix: Fix
+    why: str
+
+    @property
+    def key(self) -> tuple:
+        return (self.check, self.fix.action, json.dumps(self.fix.params, sort_keys=True))
+
+
+def fix_neuron(neuron: Neuron, config: CheckConfig | None = None, *, renumber: bool = False) -> FixResult:
+    """Apply every conservative fix the checks propose and that adds no error, until none is left.
+
+    Parameters
+    ----------
+    neuron : Neuron
+    config : CheckConfig, optional
+        Which checks run (a disabled check is not fixed) with what thresholds and severities.
+    renumber : bool
+        Sort depth-first from the soma tree's root and re-index 1..N at the end. Otherwise every
+        node keeps its id (a removed node leaves a gap); rows are only reordered, ids kept, where
+        the input had every parent before its children and a bridge broke that.
+
+    Returns
+    -------
+    FixResult
+        ``declined`` lists the proposals left for review: the fix would add an error-level
+        finding, would join different types, or no longer fits its nodes.
 
     Examples
     --------
@@ -80,24 +118,176 @@ def fix_neuron(neuron: Neuron, config: CheckConfig | None = None) -> FixResult:
     (2, ['drop_duplicate'])
     """
     config = config or CheckConfig()
-    fixable = {c for group in FIX_ORDER for c in group}
+    findings = check_neuron(neuron, config)
+    guard = Baseline(findings, config)
+    was_ordered = parents_first(neuron)
     edits: list[Edit] = []
+    declined: dict[tuple, str] = {}
     for _ in range(MAX_PASSES):
-        findings = [f for f in check_neuron(neuron, _only(config, fixable)) if f.fix is not None]
-        group = next((g for g in FIX_ORDER if any(f.check in g for f in findings)), None)
-        if group is None:
+        batch = _next_batch(neuron, findings, config, declined)
+        if not batch:
             break
-        for f in (f for f in findings if f.check in group):
-            neuron = _apply(neuron, f, edits)
+        neuron, accepted, rejected = guard.apply(neuron, batch)
+        if accepted:
+            edits += accepted
+            declined.clear()  # the neuron changed: what was declined may fit now
+        declined.update(rejected)
+        findings = guard.findings(neuron)
     else:
-        return FixResult(reindex(neuron, edits), edits, converged=False)
-    return FixResult(reindex(neuron, edits), edits)
+        return _finish(neuron, edits, declined, renumber, was_ordered, converged=False)
+    return _finish(neuron, edits, declined, renumber, was_ordered)
 
 
-def _only(config: CheckConfig, ids: set[str]) -> CheckConfig:
-    from dataclasses import replace
+def _finish(neuron, edits, declined, renumber, was_ordered, converged=True) -> FixResult:
+    if renumber:
+        neuron = reindex(neuron, edits)
+    elif was_ordered and not parents_first(neuron):
+        neuron = reorder(neuron, edits)
+    left = [{"check": k[0], "action": k[1], "fix": json.loads(k[2]), "why": why} for k, why in declined.items()]
+    return FixResult(neuron, edits, converged, left)
 
-    return replace(config, only=frozenset(i for i in ids if config.enabled(i)))
+
+def _next_batch(neuron: Neuron, findings: list[Finding], config: CheckConfig, declined: dict) -> list[Proposal]:
+    """The proposals of the first fix group that has any not yet declined (declining, with the
+    reason, those the fix policy rules out before trying them)."""
+    for group in FIX_ORDER:
+        props = [p for f in findings if f.check in group and f.fix is not None and config.enabled(f.check)
+                 for p in [_proposal(neuron, f, config)] if p.key not in declined]
+        batch = []
+        for p in props:
+            why = _ruled_out(neuron, p)
+            if why:
+                declined[p.key] = why
+            else:
+                batch.append(p)
+        if batch:
+            return batch
+    return []
+
+
+def _proposal(neuron: Neuron, f: Finding, config: CheckConfig) -> Proposal:
+    """The finding's fix, except that the tip of a loop that lies along another branch for a
+    stretch is removed with the whole double-traced stretch (deleting only the tip would leave the
+    rest of the stretch as a stub, and the next node as the next loop)."""
+    if f.check == "loop" and f.fix.action == "delete":
+        rows = np.flatnonzero(neuron.ids == f.fix.params["node_id"])
+        if len(rows) == 1:
+            stretch = retraced_stretch(CheckContext(neuron, config), int(rows[0]))
+            if len(stretch) > 1:
+                top = int(neuron.ids[stretch[-1]])
+                return Proposal(f.check, Fix("prune", {"node_id": top}), f"{f.message}; the tip is the end of a double-traced stretch of {len(stretch)} nodes")
+    return Proposal(f.check, f.fix, f.message)
+
+
+def _ruled_out(neuron: Neuron, p: Proposal) -> str | None:
+    """Why the fix policy declines ``p`` without trying it (None if it may be tried).
+
+    A gap bridge joins nodes of the same type only; the one exception is a neurite end joined to
+    a soma node, since every neurite type grows from the soma (a soma end is never hung from a
+    neurite: that would be a soma with a neurite parent).
+    """
+    if p.fix.action != "bridge":
+        return None
+    end = np.flatnonzero(neuron.ids == p.fix.params["node_id"])
+    target = np.flatnonzero(neuron.ids == p.fix.params["parent_id"])
+    if len(end) != 1 or len(target) != 1:
+        return None
+    t_end, t_target = int(neuron.types[end[0]]), int(neuron.types[target[0]])
+    if t_end == t_target or (t_target == T.SOMA and t_end != T.SOMA):
+        return None
+    return f"the bridge would join {T.type_name(t_end)} to {T.type_name(t_target)}"
+
+
+def retraced_stretch(ctx: CheckContext, tip: int) -> np.ndarray:
+    """Rows of the unbranched stretch ending at ``tip`` that runs along another branch.
+
+    From the tip up to its section's first node (never into the soma), the nodes that lie within
+    ``overlap_distance_factor`` x spacing of a node of another section, as long as every node from
+    the tip on does; tip first. The branch point the section grows from does not count: the
+    section's first node is always next to it. Nodes near the branch point are near on the tree to
+    the fibre they retrace, so a tree-distance rule would leave them as a stub.
+    """
+    n, th = ctx.neuron, ctx.th
+    sec = np.flatnonzero(ctx.section == ctx.section[tip])
+    sec = sec[np.argsort(-ctx.path_length[sec], kind="stable")]
+    others = np.flatnonzero(ctx.section != ctx.section[tip])
+    i, j, _ = cross_pairs(n.xyz[sec], n.xyz[others], th.overlap_distance_factor * ctx.spacing)
+    far = others[j] != ctx.parent[sec[-1]]
+    on_other = np.zeros(len(sec), bool)
+    on_other[i[far]] = True
+    on_other &= ~ctx.is_soma[sec]
+    stop = np.flatnonzero(~on_other)
+    return sec[: stop[0] if len(stop) else len(sec)]
+
+
+class Baseline:
+    """The error-level findings of the input, and the test that a fix adds none.
+
+    A finding is identified by its check and the set of node ids it names (by its check and
+    message if it names no node). An error after a fix is covered when the input had the same one,
+    reading a node renumbered by a ``renumber`` fix under its old id; a ``fragment`` is also
+    covered when the input had a missing-parent, self-parent or cycle error at its root (the cut
+    that fixed it exposed that node's disconnection, see :data:`CUT_EXPOSES_FRAGMENT`).
+    """
+
+    def __init__(self, findings: list[Finding], config: CheckConfig):
+        self.config = config
+        errors = [f for f in findings if f.severity >= Severity.ERROR]
+        self.keys = {finding_key(f) for f in errors}
+        self.cut_nodes = {i for f in errors if f.check in CUT_EXPOSES_FRAGMENT for i in f.node_ids}
+        self.alias: dict[int, int] = {}
+        self._last: tuple[Neuron | None, list[Finding]] = (None, findings)
+
+    def findings(self, neuron: Neuron) -> list[Finding]:
+        """All findings on ``neuron`` (the last neuron checked is remembered)."""
+        if self._last[0] is not neuron:
+            self._last = (neuron, check_neuron(neuron, self.config))
+        return self._last[1]
+
+    def added_errors(self, neuron: Neuron, alias: dict[int, int]) -> list[Finding]:
+        """Error-level findings on ``neuron`` that the input did not have."""
+        out = []
+        for f in self.findings(neuron):
+            if f.severity < Severity.ERROR:
+                continue
+            ids = tuple(alias.get(i, i) for i in f.node_ids)
+            if finding_key(f, ids) in self.keys or (f.check == "fragment" and self.cut_nodes.intersection(ids)):
+                continue
+            out.append(f)
+        return out
+
+    def apply(self, neuron: Neuron, batch: list[Proposal]) -> tuple[Neuron, list[Edit], dict[tuple, str]]:
+        """Apply ``batch`` if together its fixes add no error; else split it in halves and try
+        each, down to single fixes, which are declined (with the reason) if they add one."""
+        edits: list[Edit] = []
+        cand = neuron
+        for p in batch:
+            cand = apply_fix(cand, p.fix, p.check, p.why, edits)[0]
+        if not edits:
+            return neuron, [], {p.key: "the nodes it names are gone or no longer fit it" for p in batch}
+        alias = {**self.alias, **_renumbered(edits)}
+        added = self.added_errors(cand, alias)
+        if not added:
+            self.alias = alias
+            return cand, edits, {}
+        if len(batch) == 1:
+            f = added[0]
+            return neuron, [], {batch[0].key: f"it would add an error: {f.check} at node(s) {', '.join(map(str, f.node_ids[:4]))}"}
+        half = len(batch) // 2
+        n1, e1, d1 = self.apply(neuron, batch[:half])
+        n2, e2, d2 = self.apply(n1, batch[half:])
+        return n2, e1 + e2, {**d1, **d2}
+
+
+def finding_key(f: Finding, ids: tuple[int, ...] | None = None) -> tuple:
+    """What identifies a finding across a fix: its check and the node ids it names."""
+    ids = f.node_ids if ids is None else ids
+    return (f.check, frozenset(ids)) if ids else (f.check, f.message)
+
+
+def _renumbered(edits: list[Edit]) -> dict[int, int]:
+    """New id -> old id for the nodes that ``renumber`` edits gave a new id."""
+    return {e.after["id"]: e.before["id"] for e in edits if e.action == "renumber"}
 
 
 # ---------------------------------------------------------------------------------- edit actions
@@ -108,11 +298,6 @@ def _rows_of(neuron: Neuron, node_id: int) -> np.ndarray:
 def _record(neuron: Neuron, r: int) -> dict:
     return {"id": int(neuron.ids[r]), "type": int(neuron.types[r]), "xyz": neuron.xyz[r].tolist(),
             "radius": float(neuron.radius[r]), "parent_id": int(neuron.parent_ids[r])}
-
-
-def _apply(neuron: Neuron, finding, edits: list[Edit]) -> Neuron:
-    # A fix that no longer applies (its nodes are gone or changed) is left: a later pass re-checks.
-    return apply_fix(neuron, finding.fix, finding.check, finding.message, edits)[0]
 
 
 def apply_fix(neuron: Neuron, fix: Fix, check: str, why: str, edits: list[Edit]) -> tuple[Neuron, bool]:
@@ -254,8 +439,9 @@ def _prune(n: Neuron, p):
     rows = _rows_of(n, p["node_id"])
     if len(rows) != 1:
         return None
-    gone = graph.subtree_mask(n.parent, rows[0])
-    return n.take(np.flatnonzero(~gone)), [rows[0]], {"removed_ids": n.ids[gone].tolist()}, None
+    gone = np.flatnonzero(graph.subtree_mask(n.parent, rows[0]))
+    before = {"removed_ids": n.ids[gone].tolist(), "removed": [_record(n, r) for r in gone.tolist()]}
+    return n.take(np.delete(np.arange(len(n)), gone)), [rows[0]], before, None
 
 
 _ACTIONS = {"move": _move, "prune": _prune, "drop_duplicate": _drop_duplicate, "renumber": _renumber, "cut": _cut, "delete": _delete,
@@ -266,23 +452,23 @@ FIX_ACTIONS = tuple(_ACTIONS)
 
 def is_sorted(n: Neuron) -> bool:
     """Ids are 1..N in file order and every parent comes before its child."""
-    return bool(np.array_equal(n.ids, np.arange(1, len(n) + 1)) and np.all(n.parent < np.arange(len(n))))
+    return bool(np.array_equal(n.ids, np.arange(1, len(n) + 1)) and parents_first(n))
 
 
-def reindex(n: Neuron, edits: list[Edit]) -> Neuron:
-    """Sort depth-first from the soma tree's root and renumber 1..N (only if not sorted already)."""
-    if is_sorted(n) or len(n) == 0:
-        return n
+def parents_first(n: Neuron) -> bool:
+    """Every node's parent (where it has one) is on an earlier line."""
+    return bool(np.all(n.parent < np.arange(len(n))))
+
+
+def depth_first_order(n: Neuron) -> np.ndarray:
+    """Rows in depth-first order from the soma tree's root, then the other trees in file order."""
     from scipy.sparse import csr_matrix
-    from scipy.sparse.csgraph import depth_first_order
+    from scipy.sparse.csgraph import depth_first_order as dfo
 
-    from .context import CheckContext
-
-    ctx = CheckContext(n, CheckConfig())
     m = len(n)
+    main = CheckContext(n, CheckConfig()).main_root
     # The traversal visits children in column order, i.e. in row order. Relabel the rows so that
     # the soma tree's root comes first and every other row keeps its relative (file) order.
-    main = ctx.main_root
     perm = np.arange(m) if main < 0 else np.concatenate([[main], np.delete(np.arange(m), main)])  # perm[new] = old
     new_of = np.empty(m, dtype=np.int64)
     new_of[perm] = np.arange(m)
@@ -293,9 +479,18 @@ def reindex(n: Neuron, edits: list[Edit]) -> Neuron:
     dst = np.concatenate([roots, new_of[has]])
     g = csr_matrix((np.ones(len(src)), (src, dst)), shape=(m + 1, m + 1))
     g.sort_indices()
-    order = perm[depth_first_order(g, m, directed=True, return_predecessors=False)[1:]]
+    order = perm[dfo(g, m, directed=True, return_predecessors=False)[1:]]
     if len(order) < m:  # nodes in cycles (only if a cycle could not be fixed) keep their place at the end
         order = np.concatenate([order, np.setdiff1d(np.arange(m), order)])
+    return order
+
+
+def reindex(n: Neuron, edits: list[Edit]) -> Neuron:
+    """Sort depth-first from the soma tree's root and renumber 1..N (only if not sorted already)."""
+    if is_sorted(n) or len(n) == 0:
+        return n
+    m = len(n)
+    order = depth_first_order(n)
     new_id = np.empty(m, dtype=np.int64)
     new_id[order] = np.arange(1, m + 1)
     parent_ids = np.where(n.parent >= 0, new_id[np.maximum(n.parent, 0)], n.parent_ids.clip(max=-1))
@@ -304,6 +499,18 @@ def reindex(n: Neuron, edits: list[Edit]) -> Neuron:
     edits.append(Edit("reindex", "sort", [], [], f"ids not in parent-before-child order 1..N; {changed} node(s) renumbered",
                       {"ids": "file order"}, {"ids": "1..N depth-first"}))
     return out
+
+
+def reorder(n: Neuron, edits: list[Edit]) -> Neuron:
+    """Move lines, ids kept, so that every parent comes before its children (depth-first from the
+    soma tree's root); for readers that need parents first after a bridge re-rooted a fragment."""
+    if parents_first(n) or len(n) == 0:
+        return n
+    order = depth_first_order(n)
+    moved = int(np.count_nonzero(order != np.arange(len(n))))
+    edits.append(Edit("reorder", "sort", [], [], f"a parent came after its child; {moved} line(s) moved, ids kept",
+                      {"lines": "file order"}, {"lines": "depth-first, parents first"}))
+    return n.take(order)
 
 
 # ---------------------------------------------------------------------------------- files
@@ -332,20 +539,21 @@ def output_paths(out: str | os.PathLike) -> FixOutputs:
 
 
 def fix_file(src: str | os.PathLike, out: str | os.PathLike, config: CheckConfig | None = None, *,
-             dry_run: bool = False, overwrite: bool = False) -> tuple[FixResult, FixOutputs]:
+             dry_run: bool = False, overwrite: bool = False, renumber: bool = False) -> tuple[FixResult, FixOutputs]:
     """Fix ``src`` into ``out`` (plus ``<out>.edits.json`` and ``<out>.apo``).
 
     The input is never written unless ``out`` is the input and ``overwrite`` is True; existing
     outputs are not replaced unless ``overwrite`` is True. With ``dry_run`` nothing is written.
+    ``renumber`` as in :func:`fix_neuron`; the log lists the declined proposals too.
     """
     src, paths = Path(src), output_paths(out)
     if not dry_run:
         check_outputs(paths, [src], overwrite)
     neuron = read_swc(src)
-    result = fix_neuron(neuron, config)
+    result = fix_neuron(neuron, config, renumber=renumber)
     if not dry_run:
         log = {"input": str(src), "output": str(paths.swc), "n_nodes_in": neuron.n_nodes,
-               "n_nodes_out": result.neuron.n_nodes, "converged": result.converged}
+               "n_nodes_out": result.neuron.n_nodes, "converged": result.converged, "declined": result.declined}
         write_outputs(paths, result.neuron, result.edits, log)
     return result, paths
 
