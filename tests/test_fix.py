@@ -576,7 +576,7 @@ def test_a_fix_that_adds_an_error_is_declined():
     from neurorecon.qc.fixes import Baseline, Proposal
 
     n = read_swc(CHECKS_DATA / "clean.swc")
-    guard = Baseline(check_neuron(n), CheckConfig())
+    guard = Baseline(n, check_neuron(n), CheckConfig())
     # Cutting node 192 off the unbranched basal dendrite would make a fragment the input lacked.
     cut = Proposal("test", Fix("cut", {"node_id": 192}), "a cut for the test")
     delete = Proposal("test", Fix("delete", {"node_id": 190}), "a harmless delete for the test")

@@ -1,17 +1,29 @@
-"""Property tests: exact write/read round trips, and fixes that are idempotent and lose no node silently."""
+"""Property tests: exact write/read round trips, and fixes that are idempotent, lose no node
+silently and never add an error-level finding (on random trees, on defect-injected realistic trees
+and on every real file)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from neurorecon.io import format_swc, read_swc
 from neurorecon.morphology import Neuron
+from neurorecon.morphology.graph import ancestor_sums
+from neurorecon.qc.findings import Severity
 from neurorecon.qc.fixes import fix_neuron
+from neurorecon.qc.run import check_neuron
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-REMOVING = ("delete", "drop_duplicate", "merge")
+REMOVING = ("delete", "drop_duplicate", "merge")  # one node each; prune lists what it removed
+WHOLE = ("no_soma", "multiple_somas", "missing_neurite")
+HERE = Path(__file__).resolve().parent
+CHECKS_DATA = HERE / "data" / "checks"
+MORPHOLOGIES = HERE.parents[1] / "shared" / "data" / "morphologies"
 
 coord = st.one_of(
     st.floats(min_value=-1e4, max_value=1e4, allow_nan=False, allow_infinity=False),
@@ -124,19 +136,75 @@ def _same_neuron(a: Neuron, b: Neuron) -> bool:
     )
 
 
+def _n_removed(edits) -> int:
+    return sum(1 if e.action in REMOVING else len(e.before["removed_ids"]) if e.action == "prune" else 0 for e in edits)
+
+
+def added_errors(before: Neuron, after: Neuron, edits, by_place: bool = False) -> list:
+    """Error-level findings on ``after`` that ``before`` did not have.
+
+    A finding is its check and the set of node ids it names (or its message where it names none; its
+    check alone for no_soma, multiple_somas and missing_neurite, whose node only places a marker);
+    ids stay across a fix, except that a ``renumber`` edit gives a duplicated id a new one (read
+    back through the edit log). One error may change its check: a ``cut`` of a missing-parent,
+    self-parent or cycle link at node r leaves r the root of a fragment; that fragment counts as
+    the error the cut fixed, if the input named r in such an error; and where the input had a cycle,
+    a cut may make the cycle's tree the soma tree, and the tree that was the soma tree (a root in
+    the input) a fragment.
+
+    With ``by_place`` a finding is its check and the positions of its nodes instead of their ids
+    (for ``renumber``, which gives every node a new id).
+    """
+    old_id = {e.after["id"]: e.before["id"] for e in edits if e.action == "renumber"}
+
+    def where(f):
+        return frozenset(f.xyz) if by_place else frozenset(old_id.get(i, i) for i in f.node_ids)
+
+    def key(f):
+        return (f.check,) if f.check in WHOLE else (f.check, where(f)) if f.node_ids else (f.check, f.message)
+
+    errs = [f for f in check_neuron(before) if f.severity == Severity.ERROR]
+    old = {key(f) for f in errs}
+    exposed = {p for f in errs if f.check in ("missing_parent", "self_parent", "cycle") for p in where(f)}
+    if any(f.check in ("cycle", "self_parent") for f in errs):
+        # the cut cycle may be the soma tree now
+        exposed |= {tuple(p) for p in before.xyz[before.roots].round(4).tolist()} if by_place else set(before.ids[before.roots].tolist())
+    cut = any(e.action == "cut" for e in edits)
+    return [(f.check, f.node_ids, f.message) for f in check_neuron(after)
+            if f.severity >= Severity.ERROR and key(f) not in old and not (f.check == "fragment" and cut and where(f) & exposed)]
+
+
 def _check_fix_properties(neuron):
     res = fix_neuron(neuron)
     assert res.converged
-    removed = sum(e.action in REMOVING for e in res.edits)
-    assert neuron.n_nodes - res.neuron.n_nodes == removed
-    # the fixed neuron is a valid, sorted SWC
+    assert neuron.n_nodes - res.neuron.n_nodes == _n_removed(res.edits)
     out = res.neuron
-    assert out.ids.tolist() == list(range(1, out.n_nodes + 1)) or not res.edits
+    # ids kept: every id is one of the input's or one a renumber edit gave
+    assert set(out.ids.tolist()) <= set(neuron.ids.tolist()) | {e.after["id"] for e in res.edits if e.action == "renumber"}
+    assert added_errors(neuron, out, res.edits) == []
     again = fix_neuron(out)
     assert again.edits == [], [(e.action, e.check, e.node_ids, e.why) for e in again.edits]
     assert _same_neuron(again.neuron, out)
     # and the text written survives a round trip unchanged
     assert _same_neuron(read_swc(format_swc(out).encode()), out)
+    return res
+
+
+def _check_renumber(neuron, res):
+    """``renumber`` makes the same edits, then re-indexes (and fixes on where sorting let a check
+    see more to fix); no error is added, compared by place."""
+    num = fix_neuron(neuron, renumber=True)
+    assert num.converged
+    kept = [e.to_dict() for e in res.edits if e.action != "reorder"]
+    assert [e.to_dict() for e in num.edits if e.action != "reindex"][: len(kept)] == kept
+    out = num.neuron
+    assert out.ids.tolist() == list(range(1, out.n_nodes + 1))
+    # parents first, but for a cycle a declined cut left and what hangs from it (they go last)
+    rooted = ancestor_sums(out.parent)[2]
+    assert np.all((out.parent < np.arange(out.n_nodes)) | ~rooted)
+
+    assert added_errors(neuron, out, num.edits, by_place=True) == []
+    assert fix_neuron(out, renumber=True).edits == []
 
 
 @SETTINGS
@@ -148,7 +216,8 @@ def test_fix_is_idempotent_and_documents_removed_nodes(neuron):
 @SETTINGS
 @given(defective_trees())
 def test_fix_is_idempotent_on_defective_trees(neuron):
-    _check_fix_properties(neuron)
+    res = _check_fix_properties(neuron)
+    _check_renumber(neuron, res)
 
 
 @SETTINGS
@@ -156,9 +225,10 @@ def test_fix_is_idempotent_on_defective_trees(neuron):
 def test_fix_keeps_every_surviving_node(neuron):
     """Nodes not documented as removed keep their position and radius (as a multiset)."""
     res = fix_neuron(neuron)
-    removed = [tuple(e.before["xyz"]) + (e.before["radius"],) for e in res.edits if e.action in REMOVING]
+    removed = [e.before for e in res.edits if e.action in REMOVING]
+    removed += [r for e in res.edits if e.action == "prune" for r in e.before["removed"]]
     before = sorted(tuple(p) + (r,) for p, r in zip(neuron.xyz.tolist(), neuron.radius.tolist()))
     after = sorted(tuple(p) + (r,) for p, r in zip(res.neuron.xyz.tolist(), res.neuron.radius.tolist()))
     for rec in removed:
-        before.remove(rec)
+        before.remove(tuple(rec["xyz"]) + (rec["radius"],))
     assert before == after

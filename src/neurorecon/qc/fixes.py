@@ -38,9 +38,15 @@ FIX_ORDER = (
     ("fragment",),
 )
 MAX_PASSES = 100
+MAX_SORTS = 4
 #: Checks whose error a ``cut`` turns into a fragment rooted at the cut node: the node was not
 #: connected to the soma tree before either, so the fragment is the same error made explicit.
 CUT_EXPOSES_FRAGMENT = ("missing_parent", "self_parent", "cycle")
+
+#: Checks about the whole neuron: the node they name only places the marker (the soma tree's root
+#: for no_soma, the first node of each soma group for multiple_somas), so a fix that moves the
+#: root does not make the error a new one.
+WHOLE_NEURON = ("no_soma", "multiple_somas", "missing_neurite")
 
 _COLORS = {"move": (0, 255, 255), "prune": (255, 0, 0), "delete": (255, 0, 0), "merge": (255, 128, 0), "drop_duplicate": (255, 128, 0), "renumber": (128, 128, 255),
            "cut": (255, 0, 255), "relabel": (0, 200, 0), "bridge": (0, 128, 255), "reindex": (128, 128, 128), "reorder": (128, 128, 128)}
@@ -118,33 +124,46 @@ def fix_neuron(neuron: Neuron, config: CheckConfig | None = None, *, renumber: b
     (2, ['drop_duplicate'])
     """
     config = config or CheckConfig()
-    findings = check_neuron(neuron, config)
-    guard = Baseline(findings, config)
+    guard = Baseline(neuron, check_neuron(neuron, config), config)
     was_ordered = parents_first(neuron)
+    edits: list[Edit] = []
+    for _ in range(MAX_SORTS):
+        neuron, more, declined, converged = _fix_passes(neuron, guard, config)
+        edits += more
+        n_edits = len(edits)
+        if renumber:
+            neuron = reindex(neuron, edits)
+            # New ids: the re-indexed neuron, same errors at the same places, is the reference now.
+            guard = Baseline(neuron, guard.findings(neuron), config)
+        elif was_ordered:
+            neuron = reorder(neuron, edits)
+        # Sorting changes the order in which the checks meet the nodes, and so may change what
+        # they propose (ties); fixing until sorting moves nothing makes a second run a no-op.
+        if not converged or len(edits) == n_edits:
+            break
+    else:
+        converged = False
+    left = [{"check": k[0], "action": k[1], "fix": json.loads(k[2]), "why": why} for k, why in declined.items()]
+    return FixResult(neuron, edits, converged, left)
+
+
+def _fix_passes(neuron: Neuron, guard: "Baseline", config: CheckConfig) -> tuple[Neuron, list[Edit], dict, bool]:
+    """Fix group by group until every proposal left is declined: (neuron, edits, declined, converged)."""
     edits: list[Edit] = []
     declined: dict[tuple, str] = {}
     for _ in range(MAX_PASSES):
-        batch = _next_batch(neuron, findings, config, declined)
+        batch = _next_batch(neuron, guard.findings(neuron), config, declined)
         if not batch:
-            break
+            return neuron, edits, declined, True
         neuron, accepted, rejected = guard.apply(neuron, batch)
         if accepted:
             edits += accepted
-            declined.clear()  # the neuron changed: what was declined may fit now
-        declined.update(rejected)
-        findings = guard.findings(neuron)
-    else:
-        return _finish(neuron, edits, declined, renumber, was_ordered, converged=False)
-    return _finish(neuron, edits, declined, renumber, was_ordered)
-
-
-def _finish(neuron, edits, declined, renumber, was_ordered, converged=True) -> FixResult:
-    if renumber:
-        neuron = reindex(neuron, edits)
-    elif was_ordered and not parents_first(neuron):
-        neuron = reorder(neuron, edits)
-    left = [{"check": k[0], "action": k[1], "fix": json.loads(k[2]), "why": why} for k, why in declined.items()]
-    return FixResult(neuron, edits, converged, left)
+            # The neuron changed (also between the halves of a split batch): what was declined may
+            # fit now, and declining on the final neuron only is what makes a second run a no-op.
+            declined.clear()
+        else:
+            declined.update(rejected)
+    return neuron, edits, declined, False
 
 
 def _next_batch(neuron: Neuron, findings: list[Finding], config: CheckConfig, declined: dict) -> list[Proposal]:
@@ -182,10 +201,16 @@ def _proposal(neuron: Neuron, f: Finding, config: CheckConfig) -> Proposal:
 def _ruled_out(neuron: Neuron, p: Proposal) -> str | None:
     """Why the fix policy declines ``p`` without trying it (None if it may be tried).
 
-    A gap bridge joins nodes of the same type only; the one exception is a neurite end joined to
+    Only a cut touches the nodes of a parent cycle (their types and positions mean nothing until
+    the cycle is cut: a relabel there would flip back and forth). A gap bridge joins nodes of the
+    same type only; the one exception is a neurite end joined to
     a soma node, since every neurite type grows from the soma (a soma end is never hung from a
     neurite: that would be a soma with a neurite parent).
     """
+    named = [v for k, v in p.fix.params.items() if k in ("node_id", "into_id", "parent_id")] + list(p.fix.params.get("node_ids", []))
+    looped = neuron.ids[neuron.in_cycle]
+    if p.fix.action != "cut" and np.isin(named, looped).any():
+        return "it names a node of a parent cycle; the cycle is to be cut first"
     if p.fix.action != "bridge":
         return None
     end = np.flatnonzero(neuron.ids == p.fix.params["node_id"])
@@ -224,19 +249,24 @@ class Baseline:
     """The error-level findings of the input, and the test that a fix adds none.
 
     A finding is identified by its check and the set of node ids it names (by its check and
-    message if it names no node). An error after a fix is covered when the input had the same one,
+    message if it names no node, by its check alone if it is about the whole neuron). An error after a fix is covered when the input had the same one,
     reading a node renumbered by a ``renumber`` fix under its old id; a ``fragment`` is also
     covered when the input had a missing-parent, self-parent or cycle error at its root (the cut
-    that fixed it exposed that node's disconnection, see :data:`CUT_EXPOSES_FRAGMENT`).
+    that fixed it exposed that node's disconnection, see :data:`CUT_EXPOSES_FRAGMENT`), or when its
+    root was a root in the input and the input had a cycle (the cut tree may be the soma tree now).
     """
 
-    def __init__(self, findings: list[Finding], config: CheckConfig):
+    def __init__(self, neuron: Neuron, findings: list[Finding], config: CheckConfig):
         self.config = config
         errors = [f for f in findings if f.severity >= Severity.ERROR]
         self.keys = {finding_key(f) for f in errors}
         self.cut_nodes = {i for f in errors if f.check in CUT_EXPOSES_FRAGMENT for i in f.node_ids}
+        if any(f.check in ("cycle", "self_parent") for f in errors):
+            # Cutting a cycle makes its nodes a tree, which may be larger than (or hold the soma
+            # of) the tree that was the soma tree: that tree, separate before, becomes a fragment.
+            self.cut_nodes |= set(neuron.ids[neuron.roots].tolist())
         self.alias: dict[int, int] = {}
-        self._last: tuple[Neuron | None, list[Finding]] = (None, findings)
+        self._last: tuple[Neuron | None, list[Finding]] = (neuron, findings)
 
     def findings(self, neuron: Neuron) -> list[Finding]:
         """All findings on ``neuron`` (the last neuron checked is remembered)."""
@@ -280,7 +310,10 @@ class Baseline:
 
 
 def finding_key(f: Finding, ids: tuple[int, ...] | None = None) -> tuple:
-    """What identifies a finding across a fix: its check and the node ids it names."""
+    """What identifies a finding across a fix: its check and the node ids it names (only its
+    check for a finding about the whole neuron, see :data:`WHOLE_NEURON`)."""
+    if f.check in WHOLE_NEURON:
+        return (f.check,)
     ids = f.node_ids if ids is None else ids
     return (f.check, frozenset(ids)) if ids else (f.check, f.message)
 
@@ -491,6 +524,8 @@ def reindex(n: Neuron, edits: list[Edit]) -> Neuron:
         return n
     m = len(n)
     order = depth_first_order(n)
+    if np.array_equal(order, np.arange(m)) and np.array_equal(n.ids, np.arange(1, m + 1)):
+        return n  # only a cycle left unfixed keeps it from being sorted
     new_id = np.empty(m, dtype=np.int64)
     new_id[order] = np.arange(1, m + 1)
     parent_ids = np.where(n.parent >= 0, new_id[np.maximum(n.parent, 0)], n.parent_ids.clip(max=-1))
@@ -508,6 +543,8 @@ def reorder(n: Neuron, edits: list[Edit]) -> Neuron:
         return n
     order = depth_first_order(n)
     moved = int(np.count_nonzero(order != np.arange(len(n))))
+    if moved == 0:
+        return n  # only a cycle left unfixed keeps it from being parents-first
     edits.append(Edit("reorder", "sort", [], [], f"a parent came after its child; {moved} line(s) moved, ids kept",
                       {"lines": "file order"}, {"lines": "depth-first, parents first"}))
     return n.take(order)
