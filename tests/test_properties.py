@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from neurorecon.io import format_swc, read_swc
 from neurorecon.morphology import Neuron
-from neurorecon.morphology.graph import ancestor_sums
+from neurorecon.morphology.graph import ancestor_sums, subtree_mask
 from neurorecon.qc.findings import Severity
 from neurorecon.qc.fixes import fix_neuron
 from neurorecon.qc.run import check_neuron
@@ -232,3 +232,105 @@ def test_fix_keeps_every_surviving_node(neuron):
     for rec in removed:
         before.remove(tuple(rec["xyz"]) + (rec["radius"],))
     assert before == after
+
+
+# ------------------------------------------------------------------------------ realistic trees and real files
+CLEAN = read_swc(CHECKS_DATA / "clean.swc")  # a realistic neuron: soma, apical, axon, two basal trees
+DEFECTS = ("dup_line", "dup_id", "missing", "self", "cycle", "fragment", "coincident", "zero_length",
+           "type_run", "retrace", "typed_fragment")
+
+
+def _inject(draw, n: Neuron, kind: str) -> Neuron:
+    """``n`` with one defect of ``kind`` at a drawn place (the defects of make_defects.py)."""
+    ids, types, xyz, rad, pids = n.ids.copy(), n.types.copy(), n.xyz.copy(), n.radius.copy(), n.parent_ids.copy()
+    m = len(ids)
+    k = draw(st.integers(0, m - 1))
+    j = draw(st.integers(0, m - 1))
+    p = n.parent
+    new_id = int(ids.max()) + 1
+    if kind == "dup_line":
+        return n.take(np.append(np.arange(m), k))
+    if kind in ("dup_id", "zero_length"):
+        # a new node next to (or on) node k: with an id already used, or at k's parent's place
+        at = xyz[p[k]] if kind == "zero_length" and p[k] >= 0 else xyz[k] + [0.7, 0.0, 0.0]
+        nid = ids[j] if kind == "dup_id" else new_id
+        if kind == "zero_length":
+            pids[k] = nid
+        return Neuron.from_arrays(np.append(ids, nid), np.append(types, types[k]), np.vstack([xyz, at]),
+                                  np.append(rad, rad[k]), np.append(pids, n.parent_ids[k]))
+    if kind == "missing":
+        pids[k] = new_id + 1000
+    elif kind == "self":
+        pids[k] = ids[k]
+    elif kind == "cycle":
+        below = np.flatnonzero(subtree_mask(n.parent, k))
+        pids[k] = ids[below[-1]] if len(below) > 1 else ids[j]
+    elif kind in ("fragment", "typed_fragment"):
+        pids[k] = -1
+        if kind == "typed_fragment":
+            types[subtree_mask(n.parent, k)] = draw(st.sampled_from([2, 3, 4]))
+    elif kind == "coincident":
+        xyz[k] = xyz[j]
+    elif kind == "type_run":
+        run = [k]
+        for _ in range(draw(st.integers(0, 4))):
+            if p[run[-1]] >= 0:
+                run.append(int(p[run[-1]]))
+        types[run] = draw(st.sampled_from([0, 2, 3, 4]))
+    elif kind == "retrace":
+        return _retrace(n, k, draw(st.integers(2, 8)))
+    return Neuron.from_arrays(ids, types, xyz, rad, pids)
+
+
+def _retrace(n: Neuron, row: int, k: int) -> Neuron:
+    """A new branch from ``row``'s parent that runs along ``row`` and up to k-1 nodes below it,
+    0.1 um to the side, its last node exactly on the node it follows (a double-traced stretch)."""
+    along = [row]
+    while len(along) < k and n.n_children[along[-1]] == 1:
+        along.append(int(np.flatnonzero(n.parent == along[-1])[0]))
+    if n.parent[row] < 0:
+        return n
+    xyz = n.xyz[along] + [0.0, 0.1, 0.0]
+    xyz[-1] = n.xyz[along[-1]]
+    new = np.arange(len(along)) + n.ids.max() + 1
+    parents = np.concatenate([[n.ids[n.parent[row]]], new[:-1]])
+    return Neuron.from_arrays(np.concatenate([n.ids, new]), np.concatenate([n.types, n.types[along]]), np.vstack([n.xyz, xyz]),
+                              np.concatenate([n.radius, n.radius[along]]), np.concatenate([n.parent_ids, parents]))
+
+
+@st.composite
+def injected_trees(draw):
+    n = CLEAN
+    for kind in draw(st.lists(st.sampled_from(DEFECTS), min_size=1, max_size=4)):
+        n = _inject(draw, n, kind)
+    return n
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(injected_trees())
+def test_fix_adds_no_error_on_defect_injected_realistic_trees(neuron):
+    res = _check_fix_properties(neuron)
+    _check_renumber(neuron, res)
+
+
+FIXTURES = sorted(CHECKS_DATA.glob("*.swc"))
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=[p.name for p in FIXTURES])
+def test_fix_adds_no_error_on_the_defect_fixtures(path):
+    neuron = read_swc(path, strict=False)
+    res = _check_fix_properties(neuron)
+    _check_renumber(neuron, res)
+
+
+REAL_FILES = sorted(MORPHOLOGIES.rglob("*.swc")) if MORPHOLOGIES.is_dir() else []
+
+
+@pytest.mark.parametrize("path", REAL_FILES or [None],
+                         ids=[str(p.relative_to(MORPHOLOGIES)) for p in REAL_FILES] or ["no-shared-data"])
+def test_fix_adds_no_error_on_real_files(path):
+    if path is None:
+        pytest.skip(f"{MORPHOLOGIES} does not exist")
+    neuron = read_swc(path, strict=False)
+    res = _check_fix_properties(neuron)
+    _check_renumber(neuron, res)
