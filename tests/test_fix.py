@@ -630,3 +630,37 @@ def test_double_traced_stretch_removed_whole(k):
     assert set(n0.ids.tolist()) <= set(out.ids.tolist())
     assert errors(out) <= errors(n0)
     assert fix_neuron(out).edits == []
+
+
+# ------------------------------------------------------------------------------ CLI
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from neurorecon.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_cli_fix_keeps_ids_unless_renumber(tmp_path):
+    # zero-length node 5 and a basal fragment that may not be bridged onto the axon end
+    text = (BASE.replace("5 3 0 0 11 1 4", "5 3 0 0 9 1 4").replace(" 3 0 0 15 ", " 2 0 0 15 ")
+            + NEAR_FRAGMENT)
+    src = _write(tmp_path, text)
+    r = _cli("fix", src, "-o", tmp_path / "kept.swc")
+    assert r.exit_code == 0, r.output
+    kept = read_swc(tmp_path / "kept.swc")
+    assert kept.ids.tolist() == [1, 2, 3, 4, 6, 7, 8, 9, 10]
+    log = json.loads((tmp_path / "kept.edits.json").read_text())
+    assert [e["action"] for e in log["edits"]] == ["cut", "delete"]
+    assert [d["action"] for d in log["declined"]] == ["bridge"]
+    r = _cli("fix", src, "-o", tmp_path / "numbered.swc", "--renumber")
+    assert r.exit_code == 0, r.output
+    numbered = read_swc(tmp_path / "numbered.swc")
+    assert numbered.ids.tolist() == list(range(1, 10))
+    assert np.array_equal(numbered.xyz, kept.xyz)
+    assert [e["action"] for e in json.loads((tmp_path / "numbered.edits.json").read_text())["edits"]] == ["cut", "delete", "reindex"]
+    # fixing either output again changes nothing
+    for name, extra in (("kept", ()), ("numbered", ("--renumber",))):
+        r = _cli("fix", tmp_path / f"{name}.swc", "-o", tmp_path / f"{name}.again.swc", *extra)
+        assert r.exit_code == 0 and "nothing to fix" in r.output
+        assert (tmp_path / f"{name}.again.swc").read_text() == (tmp_path / f"{name}.swc").read_text()
