@@ -5,9 +5,10 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/fix_real_files.py [../shared/data/morphologies]
 
-Error findings are compared as the property tests compare them (tests/test_properties.py,
-``added_errors``): by check and the set of node ids named; "added" counts the error findings after
-fixing that the input did not have (it must be 0).
+"added" counts the error findings after fixing whose check and set of node ids
+(``qc.fixes.finding_key``) the input did not have: an exact match, stricter than the rule that
+tests/test_properties.py asserts (``added_errors``, which also lets a site shrink and a cut leave a
+fragment).
 """
 
 from __future__ import annotations

@@ -145,6 +145,7 @@ def added_errors(before: Neuron, after: Neuron, edits, by_place: bool = False) -
 
     A finding is its check and the set of node ids it names (or its message where it names none; its
     check alone for no_soma, multiple_somas and missing_neurite, whose node only places a marker);
+    one that names some of the nodes of an input finding of the same check is that site, shrunk;
     ids stay across a fix, except that a ``renumber`` edit gives a duplicated id a new one (read
     back through the edit log). One error may change its check: a ``cut`` of a missing-parent,
     self-parent or cycle link at node r leaves r the root of a fragment; that fragment counts as
@@ -165,13 +166,18 @@ def added_errors(before: Neuron, after: Neuron, edits, by_place: bool = False) -
 
     errs = [f for f in check_neuron(before) if f.severity == Severity.ERROR]
     old = {key(f) for f in errs}
+
+    def shrunk(f):  # fewer nodes of a site the input had in error
+        return bool(f.node_ids) and any(g.check == f.check and where(g) >= where(f) for g in errs)
+
     exposed = {p for f in errs if f.check in ("missing_parent", "self_parent", "cycle") for p in where(f)}
     if any(f.check in ("cycle", "self_parent") for f in errs):
         # the cut cycle may be the soma tree now
         exposed |= {tuple(p) for p in before.xyz[before.roots].round(4).tolist()} if by_place else set(before.ids[before.roots].tolist())
     cut = any(e.action == "cut" for e in edits)
     return [(f.check, f.node_ids, f.message) for f in check_neuron(after)
-            if f.severity >= Severity.ERROR and key(f) not in old and not (f.check == "fragment" and cut and where(f) & exposed)]
+            if f.severity >= Severity.ERROR and key(f) not in old and not shrunk(f)
+            and not (f.check == "fragment" and cut and where(f) & exposed)]
 
 
 def _check_fix_properties(neuron):

@@ -236,7 +236,8 @@ class Baseline:
 
     A finding is identified by its check and the set of node ids it names (by its check and
     message if it names no node, by its check alone if it is about the whole neuron). An error
-    after a fix is covered when the input had the same one, reading a node renumbered by a
+    after a fix is covered when the input had the same one, or one of the same check naming all its
+    nodes and more (a site of several nodes that a fix made smaller), reading a node renumbered by a
     ``renumber`` fix under its old id; a ``fragment`` is also covered when the input had a missing-parent, self-parent or cycle error at its root (the cut
     that fixed it exposed that node's disconnection, see :data:`CUT_EXPOSES_FRAGMENT`), or when its
     root was a root in the input and the input had a cycle (the cut tree may be the soma tree now).
@@ -246,6 +247,9 @@ class Baseline:
         self.config = config
         errors = [f for f in findings if f.severity >= Severity.ERROR]
         self.keys = {finding_key(f) for f in errors}
+        self.sites: dict[str, list[frozenset]] = {}
+        for f in errors:
+            self.sites.setdefault(f.check, []).append(frozenset(f.node_ids))
         self.cut_nodes = {i for f in errors if f.check in CUT_EXPOSES_FRAGMENT for i in f.node_ids}
         if any(f.check in ("cycle", "self_parent") for f in errors):
             # Cutting a cycle makes its nodes a tree, which may be larger than (or hold the soma
@@ -269,6 +273,8 @@ class Baseline:
             ids = tuple(alias.get(i, i) for i in f.node_ids)
             if finding_key(f, ids) in self.keys or (f.check == "fragment" and self.cut_nodes.intersection(ids)):
                 continue
+            if ids and any(site >= set(ids) for site in self.sites.get(f.check, ())):
+                continue  # the same site, fewer of its nodes left in error
             out.append(f)
         return out
 
