@@ -304,9 +304,14 @@ def _retrace(n: Neuron, row: int, k: int) -> Neuron:
                               np.concatenate([n.radius, n.radius[along]]), np.concatenate([n.parent_ids, parents]))
 
 
+# Defects go into the realistic clean neuron and, where the shared data is there, a real one.
+_REAL_BASE = MORPHOLOGIES / "allen_v1" / "Pvalb_469628681_m.swc"
+BASES = [CLEAN] + ([read_swc(_REAL_BASE)] if _REAL_BASE.is_file() else [])
+
+
 @st.composite
 def injected_trees(draw):
-    n = CLEAN
+    n = draw(st.sampled_from(BASES))
     for kind in draw(st.lists(st.sampled_from(DEFECTS), min_size=1, max_size=4)):
         n = _inject(draw, n, kind)
     return n
