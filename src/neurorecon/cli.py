@@ -140,6 +140,7 @@ def fix(
     out: Optional[Path] = typer.Option(None, "-o", "--out", metavar="FIXED.swc", help="Fixed SWC, required unless --dry-run; the edit log (.edits.json) and .apo markers go beside it."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan; write nothing."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Allow replacing existing outputs (or the input, if -o names it)."),
+    renumber: bool = typer.Option(False, "--renumber", help="Sort parents first and re-index the ids 1..N (default: every node keeps its id)."),
     config: Optional[Path] = ConfigOpt,
     sets: List[str] = SetOpt,
     disable: List[str] = DisableOpt,
@@ -156,7 +157,7 @@ def fix(
         _writable(out, overwrite=True)    # fix_file refuses existing outputs, naming each
     cfg = _config(config, sets, disable, [])
     try:
-        result, paths = fix_file(src, out or src, cfg, dry_run=dry_run, overwrite=overwrite)
+        result, paths = fix_file(src, out or src, cfg, dry_run=dry_run, overwrite=overwrite, renumber=renumber)
     except (FixError, SwcParseError) as e:
         _fail(str(e))
     except OSError as e:
