@@ -208,6 +208,10 @@ def _progress(total: int, label: str):
     return (lambda k=1: bar.advance(task, k)), bar.stop
 
 
+ForceOpt = typer.Option(False, "--force", help="Go on when the image covers less than half the trace or the voxel "
+                        "size does not fit it (nodes outside the image are still not scored).")
+
+
 @app.command()
 def detect(
     trace: Path = typer.Argument(..., help="The manual trace (SWC/ESWC, µm)."),
@@ -218,11 +222,14 @@ def detect(
     html_out: Optional[Path] = typer.Option(None, "--html", help="Also write the check report with the flagged nodes and image snippets here."),
     model: Optional[Path] = typer.Option(None, "--model", help="A model folder from `neurorecon train` (default: the shipped one)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing SCORES.csv."),
+    force: bool = ForceOpt,
 ) -> None:
     """Score every node of a trace for tracing errors against the image it was traced in.
 
     Conventions: SWC x, y, z in µm; a 3D image is indexed [z, y, x]; the centre of voxel [k, j, i]
-    is at (i*VX, j*VY, k*VZ).
+    is at (i*VX, j*VY, k*VZ). Nodes outside the image are not scored (empty p_error); an image
+    holding less than half the trace, or a voxel size at which the trace does not lie on the
+    image's fibres, is an error unless --force.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -245,6 +252,7 @@ def detect(
         _fail(str(e))
     if vs is None and not volume.voxel_size_known:
         _fail(f"{image}: the voxel size is not recorded in the file; give --voxel-size VX VY VZ")
+    cov = _coverage(neuron, volume, force)
     advance, stop = _progress(len(neuron), "scoring nodes")
     # The model loads (LightGBM's import and the trees' parse, ~0.4 s) in a thread while the
     # features are computed; detect() waits for it when it needs it. The thread starts only after
@@ -253,7 +261,8 @@ def detect(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="neurorecon-model") as ex:
         detector = ex.submit(load_detector, model, without_pandas=True)
         try:
-            result = run_detect(neuron, volume, detector=detector, threshold=threshold, progress=advance)
+            result = run_detect(neuron, volume, detector=detector, threshold=threshold, progress=advance,
+                                force=True, coverage=cov)
         except ModelError as e:
             _fail(str(e))
         finally:
@@ -267,6 +276,16 @@ def detect(
         from .detect.report import write_detection_html
 
         typer.echo(f"HTML report: {write_detection_html(result, trace, volume, html_out)}")
+
+
+def _coverage(neuron, volume, force: bool):
+    """The image's coverage of the trace (detect/coverage.py); exit 2 with what was found unless forced."""
+    from .detect.coverage import measure_coverage
+
+    cov = measure_coverage(neuron.xyz, volume, neuron.parent)
+    if cov.problem and not force:
+        _fail(f"{cov.problem} (--voxel-size VX VY VZ, --image; --force to go on anyway)")
+    return cov
 
 
 def _voxel_size(values):
@@ -285,7 +304,9 @@ def _print_detection(result, out: Path) -> None:
     flagged = result.flagged
     by_reason = Counter(result.reason[flagged].tolist())
     n_fix = sum(f is not None for f in result.fixes)
-    typer.echo(f"{len(result.neuron)} nodes scored, {int(flagged.sum())} flagged (p >= {result.threshold}), "
+    if result.coverage is not None:
+        typer.echo(f"coverage: {result.coverage.summary()}")
+    typer.echo(f"{int(result.scored.sum())} nodes scored, {int(flagged.sum())} flagged (p >= {result.threshold}), "
                f"{n_fix} with a proposed correction")
     for k, v in by_reason.most_common():
         typer.echo(f"  {k:16s} {v}")
@@ -440,21 +461,30 @@ def review(
     config: Optional[Path] = ConfigOpt,
     sets: List[str] = SetOpt,
     disable: List[str] = DisableOpt,
+    force: bool = ForceOpt,
 ) -> None:
     """Proofread in Neuroglancer: step through the check findings and detector flags, decide each.
 
     Keys: n/p next/previous flag, a accept the proposed fix, r reject, e mark as error (note: edit
     the flag's description first), u undo. Every decision is saved to REVIEW.json at once; run
-    the command again to resume, then `neurorecon apply`.
+    the command again to resume, then `neurorecon apply`. Detector flags on nodes outside the
+    image are not opened; an image holding less than half the trace, or a voxel size that does
+    not fit it, is an error unless --force.
     """
-    from .io.swc import SwcParseError
-    from .viewer.flags import ScoresError
+    from .io.swc import SwcParseError, read_swc
+    from .viewer.flags import ScoresError, drop_uncovered, read_scores
     from .viewer.session import ReviewError
 
     for path, what in ((trace, "trace"), (scores, "scores file")):
         if path is not None and not path.is_file():
             _fail(f"{path}: no such {what}")
     volume = _open_image(image, voxel_size)
+    try:
+        neuron = read_swc(trace)
+    except SwcParseError as e:
+        _fail(str(e))
+    cov = _coverage(neuron, volume, force)
+    outside = neuron.ids[~cov.covered].tolist()
     cfg = _config(config, sets, disable, [])
     from .viewer.review import open_review, start_server
 
@@ -462,12 +492,17 @@ def review(
     start_server(port)
     try:
         rv = open_review(str(trace), volume, str(review_file), scores=None if scores is None else str(scores),
-                         threshold=threshold, config=cfg)
+                         threshold=threshold, config=cfg, uncovered=outside)
+        detector = read_scores(scores, neuron, threshold) if scores is not None and outside else []
     except (SwcParseError, ScoresError, ReviewError) as e:
         _fail(str(e))
     except OSError as e:
         _fail(f"{e.filename or review_file}: {e.strerror or e}", 1)
     c = rv.session.counts()
+    typer.echo(f"coverage: {cov.summary()}")
+    if detector:
+        typer.echo(f"{len(detector) - len(drop_uncovered(detector, outside))} detector flags on nodes outside the "
+                   "image not opened")
     typer.echo(f"review: {review_file}: {len(rv.session.flags)} flags, {c['undecided']} undecided")
     _serve(rv.url, open_browser, rv.session.lock)
     c = rv.session.counts()
