@@ -277,20 +277,14 @@ def test_cli_review_trace_outside_exits_2_before_serving(review_sample, tmp_path
     assert not (tmp_path / "r.json").exists()
 
 
-def test_cli_review_skips_detector_flags_outside_the_image(review_sample, tmp_path):
-    """The image cut at x < 28 µm: the spur (x = 30) and the dendrite's end lie outside; the spur's
-    detector flag (node 20) is not opened and the count is said."""
-    from neurorecon.io.volume import open_volume as ov
-
-    vol = ov(str(review_sample.image))
-    cut = write_tiff(tmp_path / "cut.tif", vol.read((0, 0, 0), vol.shape)[:, :, :56], vol.voxel_size)
-    proc = subprocess.Popen([sys.executable, "-m", "neurorecon", "review", str(review_sample.trace), "--image", str(cut),
-                             "--scores", str(review_sample.scores), "--review", str(tmp_path / "r.json")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+def _review_until_url(*args):
+    """Run `neurorecon review` up to the line with the viewer's URL, then stop it (SIGTERM, as
+    Ctrl-C would); its stdout up to there and its stderr."""
+    proc = subprocess.Popen([sys.executable, "-m", "neurorecon", "review", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         lines = []
-        for line in proc.stdout:            # up to the URL line, then stop the server
+        for line in proc.stdout:
             lines.append(line)
             if line.startswith("viewer:"):
                 break
@@ -300,7 +294,55 @@ def test_cli_review_skips_detector_flags_outside_the_image(review_sample, tmp_pa
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    text = "".join(lines)
-    assert "coverage: 16 of 22 nodes inside the image, 6 outside (not scored)" in text, (text, proc.stderr.read())
-    assert "1 detector flags on nodes outside the image not opened" in text
-    assert "review: " in text and ": 5 flags" in text
+    return "".join(lines), proc.stderr.read()
+
+
+def test_cli_review_skips_detector_flags_outside_the_image(review_sample, tmp_path):
+    """The image cut at x < 28 µm: the spur (x = 30) and the dendrite's end lie outside; the spur's
+    detector flag (node 20) is not opened and the count is said."""
+    vol = open_volume(str(review_sample.image))
+    cut = write_tiff(tmp_path / "cut.tif", vol.read((0, 0, 0), vol.shape)[:, :, :56], vol.voxel_size)
+    out, err = _review_until_url(review_sample.trace, "--image", cut, "--scores", review_sample.scores,
+                                 "--review", tmp_path / "r.json")
+    assert "coverage: 16 of 22 nodes inside the image, 6 outside (not scored)" in out, (out, err)
+    assert "1 detector flags on nodes outside the image not opened" in out
+    assert ": 5 flags, 5 undecided" in out and "warning" not in err
+
+
+def test_cli_review_force_opens_the_rule_findings_only(review_sample, tmp_path):
+    far = tmp_path / "far.swc"
+    n = read_swc(review_sample.trace)
+    write_swc(n.with_changes(xyz=n.xyz + [500.0, 0.0, 0.0]), far)
+    out, err = _review_until_url(far, "--image", review_sample.image, "--scores", review_sample.scores,
+                                 "--review", tmp_path / "r.json", "--force")
+    assert "warning: going on anyway (--force): 0 of 22 nodes (0.0%) lie inside the image" in err, (out, err)
+    assert "coverage: 0 of 22 nodes inside the image, 22 outside (not scored)" in out
+    assert "4 detector flags on nodes outside the image not opened" in out
+    assert ": 2 flags, 2 undecided" in out        # type_change:17 and :18 need no image
+
+
+def test_peaks_match_a_whole_gaussian_smoothing_and_per_group_reads_match_one(crops, monkeypatch):
+    """The fit's peaks, however read (the box around all points, patches, one box per node for a
+    large image), are those of scipy's Gaussian (truncate 2) over the whole image."""
+    from scipy.ndimage import gaussian_filter
+
+    from neurorecon.detect import coverage
+
+    swc, tif = crops[3]
+    vol = open_volume(tif)
+    vs = np.asarray(vol.voxel_size)
+    sigma = np.asarray(coverage.SMOOTH_UM)[::-1] / vs[::-1]
+    img = gaussian_filter(vol.read((0, 0, 0), vol.shape).astype(np.float32), sigma, truncate=2.0, mode="nearest")
+    rng = np.random.default_rng(4)
+    pts = rng.uniform(0, 1, (6, 50, 3)) * (np.asarray(vol.shape)[::-1] * vs)
+    half = np.floor(np.asarray(coverage.PEAK_HALF_UM) / vs + 1e-9).astype(int)[::-1]
+    c = np.clip(np.rint(pts / vs)[..., ::-1].astype(int).reshape(-1, 3), 0, np.asarray(vol.shape) - 1)
+    want = [img[tuple(slice(max(a - h, 0), a + h + 1) for a, h in zip(p, half))].max() for p in c]
+    got = coverage._peaks(vol, pts)
+    assert np.allclose(got.ravel(), want, rtol=1e-4)
+    neuron = read_swc(swc)
+    whole = measure_coverage(neuron.xyz, vol, neuron.parent)
+    monkeypatch.setattr(coverage, "REGION_VOXELS", 1)           # as for a large image: per group
+    assert np.allclose(coverage._peaks(vol, pts), got, rtol=1e-5)
+    grouped = measure_coverage(neuron.xyz, vol, neuron.parent)
+    assert (grouped.fit, grouped.n_places) == (pytest.approx(whole.fit), whole.n_places)

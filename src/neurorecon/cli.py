@@ -484,6 +484,8 @@ def review(
     except SwcParseError as e:
         _fail(str(e))
     cov = _coverage(neuron, volume, force)
+    if cov.problem:
+        typer.echo(f"warning: going on anyway (--force): {cov.problem}", err=True)
     outside = neuron.ids[~cov.covered].tolist()
     cfg = _config(config, sets, disable, [])
     from .viewer.review import open_review, start_server

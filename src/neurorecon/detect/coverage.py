@@ -308,40 +308,72 @@ def fit_statistics(score: np.ndarray, place: np.ndarray) -> tuple[float, float, 
 
 
 def _peaks(volume, pts: np.ndarray) -> np.ndarray:
-    """The brightest voxel of the lightly smoothed image (:data:`SMOOTH_UM`) within
+    """The brightest voxel of the lightly smoothed image (Gaussian, :data:`SMOOTH_UM`) within
     :data:`PEAK_HALF_UM` (at least the nearest voxel) of each point of ``pts`` (groups, points, 3),
     points clipped into the image; (groups, points)."""
     vs = np.asarray(volume.voxel_size, float)
     shape = np.asarray(volume.shape)
     centre = np.clip(np.rint(pts / vs)[..., ::-1].astype(np.int64), 0, shape - 1)        # z, y, x
     half = np.floor(np.asarray(PEAK_HALF_UM) / vs + 1e-9).astype(np.int64)[::-1]
-    sigma = (np.asarray(SMOOTH_UM) / vs)[::-1]
-    pad = half + np.ceil(2 * sigma).astype(np.int64)         # the smoothing's reach (truncate=2)
-    grids = np.meshgrid(*[np.arange(-h, h + 1) for h in half], indexing="ij")
-    offsets = np.stack([g.ravel() for g in grids], axis=1)                                # (B, 3)
+    kernels = [_kernel(s) for s in (np.asarray(SMOOTH_UM) / vs)[::-1]]
+    pad = half + [len(k) // 2 for k in kernels]               # the smoothing's reach
     flat = centre.reshape(-1, 3)
     lo, hi = np.maximum(flat.min(0) - pad, 0), np.minimum(flat.max(0) + pad + 1, shape)
     if np.prod(hi - lo) <= REGION_VOXELS:
-        return _gather(volume, flat, lo, hi, offsets, sigma).reshape(centre.shape[:2])
+        return _gather(volume, flat, lo, hi, half, kernels).reshape(centre.shape[:2])
     # A large image around a long trace: one read per group (a node and its controls).
     out = np.empty(centre.shape[:2])
     for k, group in enumerate(centre):
         glo, ghi = np.maximum(group.min(0) - pad, 0), np.minimum(group.max(0) + pad + 1, shape)
-        out[k] = _gather(volume, group, glo, ghi, offsets, sigma)
+        out[k] = _gather(volume, group, glo, ghi, half, kernels)
     return out
 
 
-def _gather(volume, centre: np.ndarray, lo: np.ndarray, hi: np.ndarray, offsets: np.ndarray,
-            sigma: np.ndarray) -> np.ndarray:
-    img = _smooth(volume.read(tuple(lo.tolist()), tuple(hi.tolist())), sigma)
+def _kernel(sigma: float) -> np.ndarray:
+    """Normalised Gaussian weights out to 2 sigma (scipy.ndimage's with truncate=2)."""
+    r = int(2.0 * sigma + 0.5)
+    w = np.exp(-0.5 * (np.arange(-r, r + 1) / max(sigma, 1e-6)) ** 2)
+    return (w / w.sum()).astype(np.float32)
+
+
+def _valid_correlate(v: np.ndarray, k: np.ndarray, axis: int) -> np.ndarray:
+    """``v`` correlated with ``k`` along ``axis``, the valid part only (shorter by len(k) - 1)."""
+    m = v.shape[axis] - len(k) + 1
+    out = np.zeros(v.shape[:axis] + (m,) + v.shape[axis + 1:], np.float32)
+    lead = (slice(None),) * axis
+    for j, w in enumerate(k.tolist()):
+        out += w * v[lead + (slice(j, j + m),)]
+    return out
+
+
+def _gather(volume, centre: np.ndarray, lo: np.ndarray, hi: np.ndarray, half: np.ndarray, kernels: list) -> np.ndarray:
+    """Peaks of the points ``centre`` (voxels) in the box ``[lo, hi)``: the box smoothed whole, or,
+    where the points are few for its size, only the patches around them (same numbers, less work:
+    the DIADEM stacks' 15 M voxels take 0.2 s whole)."""
+    img = volume.read(tuple(lo.tolist()), tuple(hi.tolist()))
+    reach = half + [len(k) // 2 for k in kernels]
+    if len(centre) * np.prod(2 * reach + 1) < img.size:
+        # Each axis's clipped indices apart, combined into flat ones: one take for all patches.
+        z, y, x = (np.clip(centre[:, a, None] - lo[a] + np.arange(-reach[a], reach[a] + 1), 0, hi[a] - lo[a] - 1)
+                   for a in range(3))
+        n = hi - lo
+        flat = (z[:, :, None, None] * n[1] + y[:, None, :, None]) * n[2] + x[:, None, None, :]
+        v = img.ravel().take(flat).astype(np.float32)                              # (P, Z, Y, X)
+        for axis, k in zip((1, 2, 3), kernels):
+            v = _valid_correlate(v, k, axis)
+        # Peak positions past the box's (the image's) edge are left out, as the clipped indices below do.
+        inside = [(centre[:, a, None] + np.arange(-half[a], half[a] + 1) >= lo[a])
+                  & (centre[:, a, None] + np.arange(-half[a], half[a] + 1) < hi[a]) for a in range(3)]
+        v[~(inside[0][:, :, None, None] & inside[1][:, None, :, None] & inside[2][:, None, None, :])] = -np.inf
+        return v.reshape(len(centre), -1).max(axis=1).astype(np.float64)
+    from scipy.ndimage import correlate1d
+
+    img = img.astype(np.float32)
+    for axis, k in enumerate(kernels):
+        img = correlate1d(img, k, axis=axis, mode="nearest")
+    offsets = np.stack(np.meshgrid(*[np.arange(-h, h + 1) for h in half], indexing="ij"), axis=-1).reshape(-1, 3)
     idx = np.clip(centre[:, None, :] + offsets[None] - lo, 0, hi - lo - 1)
     return img[idx[..., 0], idx[..., 1], idx[..., 2]].max(axis=1).astype(np.float64)
-
-
-def _smooth(img: np.ndarray, sigma: np.ndarray) -> np.ndarray:
-    from scipy.ndimage import gaussian_filter
-
-    return gaussian_filter(img.astype(np.float32), sigma, truncate=2.0, mode="nearest")
 
 
 def measure_coverage(xyz: np.ndarray, volume, parent: np.ndarray | None = None, *, fit: bool = True) -> Coverage:
