@@ -1,7 +1,7 @@
 """Does the image hold the trace? Measured before any node is scored.
 
 Two questions, both cheap (one read of the image around a few hundred nodes, or one small read
-per point where that region is large):
+per node where that box is large; 0.15 s on a 512 x 512 x 60 DIADEM stack):
 
 1. **Coverage**: which nodes lie inside the image. A node counts as covered when it lies inside
    the image's extent or at most :data:`MARGIN_UM` outside it: the detector's samples reach up
@@ -11,8 +11,8 @@ per point where that region is large):
 2. **Fit**: does the trace lie on the image's fibres at the given voxel size? A voxel size off by
    a few times (or the image of another trace) puts the nodes on voxels that have nothing to do
    with the fibres: they are then no brighter than the image just beside them. For a sample of
-   the nodes inside the image, the brightest voxel (lightly smoothed) within about 1 µm of each
-   node is compared with the mean of pairs of control points on opposite sides of it, across its
+   the nodes inside the image, the brightest voxel (lightly smoothed) within 0.5 µm (1 µm in z)
+   of each node is compared with the mean of pairs of control points on opposite sides of it, across its
    fibre, 2.5-10 µm out, each averaged along the node's edge (:func:`node_fit`): by chance a
    node wins half the time; on an aligned trace mostly. The voxel size is taken not to fit when
    the mean over places (:func:`fit_statistics`) is below :data:`FIT_MIN` *and* its t against
@@ -20,12 +20,13 @@ per point where that region is large):
    places; judged where at least :data:`MIN_FIT_NODES` nodes lie inside the image (fewer: not
    judged, said in :meth:`Coverage.summary`).
 
-Measured on 180 ``neurorecon synth`` crops (train and held-out imaging, five seeds) and the five
-DIADEM stacks (tests/test_coverage.py keeps a few of these cases): the right voxel size passes on
-all 185 (the hardest, a held-out ``uneven_0.7um`` crop whose fibres barely stand out, at t = 1.8);
-of the 176 with 24 or more nodes inside the image, voxel sizes 4x too large on all axes are
-caught on 172, 10x on 173, 4x in x-y only on 161, 4x in z only on 171; 4x too small puts most
-nodes outside (coverage: all caught). Traces with fewer than 24 nodes inside are not judged.
+Measured (benchmarks/bench_coverage.py; tests/test_coverage.py keeps a few of the cases) on 180
+``neurorecon synth`` crops (train and held-out imaging, five seeds) and the five DIADEM stacks:
+the right voxel size passes on all 185 (the hardest, a held-out ``uneven_0.7um`` crop whose
+fibres barely stand out, at t = 1.8); of the 176 with 24 or more nodes inside the image, voxel
+sizes 4x too large on all axes are caught on 172, 10x on 173, 4x in x-y only on 161, 4x in z only
+on 171 (the misses keep part of the fit: x-y right, or a small trace); 4x too small puts most
+nodes outside (184 of 185 caught). Traces with fewer than 24 nodes inside are not judged.
 
 Usage::
 
@@ -74,7 +75,7 @@ SMOOTH_UM = (0.5, 0.5, 1.0)
 #: microscope's blur), within its local background.
 BESIDE_UM = (2.5, 5.0)
 ABOVE_UM = (6.0, 10.0)
-#: The largest box (voxels) read whole for the fit; beyond it each point is read on its own.
+#: The largest box (voxels) read whole for the fit; beyond it each node and its controls are read apart.
 REGION_VOXELS = 1 << 24
 
 
@@ -161,7 +162,7 @@ class Coverage:
         if self.fit_judged:
             text += f"; on the image's fibres: {100 * self.fit:.0f}% (chance 50%)"
         elif self.n_covered:
-            text += "; too few places to check the voxel size against the image"
+            text += f"; too few of them (under {MIN_FIT_NODES}) to check the voxel size against the image"
         return text
 
 
