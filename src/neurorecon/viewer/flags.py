@@ -19,8 +19,10 @@ import numpy as np
 
 from ..detect.scores import ScoresError, read_scores_csv
 from ..morphology.neuron import Neuron
+from ..qc.findings import describe_fix  # one place for fixes in words; re-exported for the viewer
 
-__all__ = ["Flag", "ScoresError", "rule_flags", "read_scores", "collect_flags", "order_flags", "drop_uncovered"]
+__all__ = ["Flag", "ScoresError", "describe_fix", "rule_flags", "read_scores", "collect_flags", "order_flags",
+           "drop_uncovered"]
 
 _TIER = {("rule", "error"): 0, ("detector", "warning"): 1, ("rule", "warning"): 2, ("rule", "info"): 3}
 #: What the ``priority`` shown in the viewer (0..1, colour) is for rule findings.
@@ -101,27 +103,6 @@ class Flag:
         'prune node 5 and everything below it'
         """
         return describe_fix(self.fix)
-
-
-def describe_fix(fix: dict | None) -> str:
-    """A fix dict in words."""
-    if not fix:
-        return "no proposed fix"
-    a, node = fix.get("action"), fix.get("node_id")
-    if a == "move":
-        return f"move node {node} to ({', '.join(f'{float(v):.2f}' for v in fix.get('xyz', []))})"
-    if a == "prune":
-        return f"prune node {node} and everything below it"
-    if a == "relabel":
-        ids = fix.get("node_ids", [])
-        return f"relabel {'node ' + str(ids[0]) if len(ids) == 1 else f'{len(ids)} nodes'} as type {fix.get('type')}"
-    if a == "bridge":
-        return f"connect node {node} to node {fix.get('parent_id')}"
-    if a == "merge":
-        return f"merge node {node} into node {fix.get('into_id')}"
-    if a in ("cut", "delete", "drop_duplicate", "renumber"):
-        return f"{a.replace('_', ' ')} node {node}"
-    return str(a)
 
 
 # ------------------------------------------------------------------------------- rule findings
