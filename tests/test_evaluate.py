@@ -283,7 +283,6 @@ def test_evaluate_files_labelled_nodes_without_score(tmp_path, labels):
 
 @pytest.mark.parametrize("scores, labels_text, value", [
     ("node_id,p_error\n1,high\n", "node_id,label\n1,1\n", "high"),
-    ("node_id,p_error\n1,\n", "node_id,label\n1,1\n", "''"),
     ("node_id,p_error\nabc,0.5\n", "node_id,label\n1,1\n", "abc"),
     ("node_id,p_error\n1.5,0.5\n", "node_id,label\n1,1\n", "1.5"),
     ("node_id,p_error\n1,0.5\n", "node_id,label\n1,yes\n", "yes"),

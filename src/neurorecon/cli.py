@@ -244,6 +244,10 @@ def _convert_dst(dst_arg: Optional[Path], dst_opt: Optional[Path]) -> Path:
 
 
 # ------------------------------------------------------------------------------ AI error detection
+ForceOpt = typer.Option(False, "--force", help="Go on when the image covers less than half the trace or the voxel "
+                        "size does not fit it (nodes outside the image are still not scored).")
+
+
 @app.command(epilog=_exits("scored", "SCORES.csv could not be written"))
 def detect(
     trace: Path = typer.Argument(..., help="The manual trace (SWC/ESWC, µm)."),
@@ -254,11 +258,14 @@ def detect(
     html_out: Optional[Path] = typer.Option(None, "--html", metavar="DIR", help="Also write the check report with the flagged nodes and image snippets into this folder."),
     model: Optional[Path] = typer.Option(None, "--model", metavar="DIR", help="A model folder from `neurorecon train` (default: the shipped one)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing SCORES.csv."),
+    force: bool = ForceOpt,
 ) -> None:
     """Score every node of a trace for tracing errors against the image it was traced in.
 
     Conventions: SWC x, y, z in µm; a 3D image is indexed [z, y, x]; the centre of voxel [k, j, i]
-    is at (i*VX, j*VY, k*VZ).
+    is at (i*VX, j*VY, k*VZ). Nodes outside the image are not scored (empty p_error); an image
+    holding less than half the trace, or a voxel size at which the trace does not lie on the
+    image's fibres, is an error unless --force.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -282,6 +289,7 @@ def detect(
         _fail(str(e))
     if vs is None and not volume.voxel_size_known:
         _fail(f"{image}: the voxel size is not recorded in the file; give --voxel-size VX VY VZ")
+    cov = _coverage(neuron, volume, force)
     advance, stop = _progress(len(neuron), "scoring nodes")
     # The model loads (LightGBM's import and the trees' parse, ~0.4 s) in a thread while the
     # features are computed; detect() waits for it when it needs it. The thread starts only after
@@ -290,7 +298,8 @@ def detect(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="neurorecon-model") as ex:
         detector = ex.submit(load_detector, model, without_pandas=True)
         try:
-            result = run_detect(neuron, volume, detector=detector, threshold=threshold, progress=advance)
+            result = run_detect(neuron, volume, detector=detector, threshold=threshold, progress=advance,
+                                force=True, coverage=cov)
         except ModelError as e:
             _fail(str(e))
         finally:
@@ -304,6 +313,16 @@ def detect(
         from .detect.report import write_detection_html
 
         typer.echo(f"HTML report: {write_detection_html(result, trace, volume, html_out)}")
+
+
+def _coverage(neuron, volume, force: bool):
+    """The image's coverage of the trace (detect/coverage.py); exit 2 with what was found unless forced."""
+    from .detect.coverage import measure_coverage
+
+    cov = measure_coverage(neuron.xyz, volume, neuron.parent)
+    if cov.problem and not force:
+        _fail(f"{cov.problem} (--voxel-size VX VY VZ, --image; --force to go on anyway)")
+    return cov
 
 
 def _voxel_size(values):
@@ -471,15 +490,18 @@ def review(
     config: Optional[Path] = ConfigOpt,
     sets: List[str] = SetOpt,
     disable: List[str] = DisableOpt,
+    force: bool = ForceOpt,
 ) -> None:
     """Proofread in Neuroglancer: step through the check findings and detector flags, decide each.
 
     Keys: n/p next/previous flag, a accept the proposed fix, r reject, e mark as error (note: edit
     the flag's description first), u undo. Every decision is saved to REVIEW.json at once; run
-    the command again to resume, then `neurorecon apply`.
+    the command again to resume, then `neurorecon apply`. Detector flags on nodes outside the
+    image are not opened; an image holding less than half the trace, or a voxel size that does
+    not fit it, is an error unless --force.
     """
-    from .io.swc import SwcParseError
-    from .viewer.flags import ScoresError
+    from .io.swc import SwcParseError, read_swc
+    from .viewer.flags import ScoresError, drop_uncovered, read_scores
     from .viewer.session import ReviewError
 
     for path, what in ((trace, "trace"), (scores, "scores file")):
@@ -488,18 +510,31 @@ def review(
     review_file = review_file or trace.with_suffix(".review.json")
     _writable(review_file, overwrite=True, inputs=[trace, image] + ([scores] if scores else []))
     volume = _open_image(image, voxel_size)
+    try:
+        neuron = read_swc(trace)
+    except SwcParseError as e:
+        _fail(str(e))
+    cov = _coverage(neuron, volume, force)
+    if cov.problem:
+        typer.echo(f"warning: going on anyway (--force): {cov.problem}", err=True)
+    outside = neuron.ids[~cov.covered].tolist()
     cfg = _config(config, sets, disable, [])
     from .viewer.review import open_review, start_server
 
     start_server(port)
     try:
         rv = open_review(str(trace), volume, str(review_file), scores=None if scores is None else str(scores),
-                         threshold=threshold, config=cfg)
+                         threshold=threshold, config=cfg, uncovered=outside)
+        detector = read_scores(scores, neuron, threshold) if scores is not None and outside else []
     except (SwcParseError, ScoresError, ReviewError) as e:
         _fail(str(e))
     except OSError as e:
         _fail(f"{e.filename or review_file}: {e.strerror or e}", 1)
     c = rv.session.counts()
+    typer.echo(f"coverage: {cov.summary()}")
+    if detector:
+        typer.echo(f"{len(detector) - len(drop_uncovered(detector, outside))} detector flags on nodes outside the "
+                   "image not opened")
     typer.echo(f"review: {review_file}: {len(rv.session.flags)} flags, {c['undecided']} undecided")
     if rv.session.upgraded_from is not None:
         typer.echo(f"note: {review_file} is a version-{rv.session.upgraded_from} review (one flag per node); it is "

@@ -95,7 +95,9 @@ def print_detection(result, out: Path) -> None:
     flagged = result.flagged
     by_reason = Counter(result.reason[flagged].tolist())
     n_fix = sum(f is not None for f in result.fixes)
-    typer.echo(f"{len(result.neuron)} nodes scored, {int(flagged.sum())} flagged (p >= {result.threshold}), "
+    if result.coverage is not None:
+        typer.echo(f"coverage: {result.coverage.summary()}")
+    typer.echo(f"{int(result.scored.sum())} nodes scored, {int(flagged.sum())} flagged (p >= {result.threshold}), "
                f"{n_fix} with a proposed correction")
     for k, v in by_reason.most_common():
         typer.echo(f"  {k:16s} {v}")

@@ -198,7 +198,7 @@ class ReviewViewer:
 
 
 def open_review(trace: str, volume: Volume | None, review_path: str, *, scores: str | None = None,
-                threshold: float = 0.5, token: str | None = None, config=None) -> ReviewViewer:
+                threshold: float = 0.5, token: str | None = None, config=None, uncovered=()) -> ReviewViewer:
     """Start or resume the review of ``trace`` in a new viewer (the server must be bound first,
     :func:`start_server`).
 
@@ -217,6 +217,8 @@ def open_review(trace: str, volume: Volume | None, review_path: str, *, scores: 
     token : str, optional
         Fixed viewer token.
     config : CheckConfig, optional
+    uncovered : collection of int
+        Ids of nodes the image does not cover: their detector flags are not opened.
 
     Returns
     -------
@@ -228,5 +230,6 @@ def open_review(trace: str, volume: Volume | None, review_path: str, *, scores: 
     neuron = read_swc(trace)
     meta = {"image": volume.path if volume is not None else None, "scores": scores, "threshold": threshold}
     session = ReviewSession.start(review_path, trace,
-                                  lambda: collect_flags(neuron, scores, threshold=threshold, config=config), meta=meta)
+                                  lambda: collect_flags(neuron, scores, threshold=threshold, config=config,
+                                                        uncovered=uncovered), meta=meta)
     return ReviewViewer(session, neuron, volume, token=token)
