@@ -18,7 +18,7 @@ from neurorecon.io import read_apo, read_swc
 
 CLEAN = "1 1 0 0 0 5 -1\n" + "".join(f"{k} 3 0 0 {5 + 2 * (k - 2)} 1 {k - 1}\n" for k in range(2, 8))
 ERROR = CLEAN + "8 3 0 0 17 1 99\n"  # missing parent: an error
-WARNING = CLEAN + "8 3 0 0 57 1 7\n"  # a long edge and a z jump: warnings only
+WARNING = CLEAN + "8 3 0 0 100 1 7\n"  # a long edge and a z jump (85, beyond 30 x the own z step of 2): warnings only
 GARBAGE = bytes(range(256)) * 4
 
 runner = CliRunner()
