@@ -1,6 +1,6 @@
 """The ``neurorecon`` command line: parse, call the API, print.
 
-Heavy modules (numpy, scipy, matplotlib) are imported inside the commands so that the CLI
+Heavy modules (numpy, scipy, tensorstore) are imported inside the commands so that the CLI
 starts fast.
 
 One vocabulary across commands (docs/cli.md is generated from this file by
