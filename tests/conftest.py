@@ -23,13 +23,14 @@ VOXEL = (0.5, 0.5, 1.0)
 
 def _trace_rows():
     """A soma, a basal dendrite along x (ids 2-14, 2 µm apart), a branch along y from node 6
-    (ids 15-19) and a spur into background from node 12 (ids 20-22). Errors: node 10 is 3.5 µm
-    beside its fibre, node 17 has the axon type in a dendrite, 20-22 are the spur."""
+    (ids 15-19) and a spur into background from node 12 (ids 20-22). Errors: nodes 9-11 are a run
+    beside their fibre (2, 3.5 and 2 µm off), node 17 has the axon type in a dendrite, 20-22 are
+    the spur."""
     rows = [[1, 1, 8.0, 20.0, 10.0, 3.0, -1]]
     rows += [[2 + k, 3, float(x), 20.0, 10.0, 1.0, 1 + k] for k, x in enumerate(range(10, 36, 2))]
     rows += [[15 + k, 3, 18.0, float(y), 10.0, 1.0, 6 if k == 0 else 14 + k] for k, y in enumerate(range(22, 32, 2))]
     rows += [[20 + k, 3, 30.0, float(y), 10.0, 0.8, 12 if k == 0 else 19 + k] for k, y in enumerate((17, 15, 13))]
-    rows[9][3] = 23.5
+    rows[8][3], rows[9][3], rows[10][3] = 22.0, 23.5, 22.0
     rows[16][1] = 2
     return rows
 
@@ -38,16 +39,28 @@ def _fix_json(fix):
     return '"' + json.dumps(fix, separators=(",", ":")).replace('"', '""') + '"'
 
 
-#: The detector's flags in SCORES.csv (node, p, reason, fix); node 8 (p 0.3) stays under 0.5.
+#: The detector's flags in SCORES.csv (node, p, reason, fix), as ``detect`` writes them: one per
+#: node. Node 17 (axon type in a dendrite) is flagged too; the run 9-11 is 3 flags with a move each; the spur 20-22 is 3 flags, 20-21 proposing a
+#: prune from 20 and the tip 22 (off the fibre too) a move. Node 8 (p 0.3) stays under 0.5; every
+#: other node is scored 0.02.
 SCORES = [
     (10, 0.95, "off_signal_xy", {"action": "move", "node_id": 10, "xyz": [26.0, 20.0, 10.0]}),
+    (9, 0.80, "off_signal_xy", {"action": "move", "node_id": 9, "xyz": [24.0, 20.0, 10.0]}),
+    (11, 0.82, "off_signal_xy", {"action": "move", "node_id": 11, "xyz": [28.0, 20.0, 10.0]}),
     (20, 0.90, "spur", {"action": "prune", "node_id": 20}),
+    (21, 0.88, "spur", {"action": "prune", "node_id": 20}),
+    (22, 0.84, "off_signal_xy", {"action": "move", "node_id": 22, "xyz": [30.0, 14.0, 10.0]}),
     (4, 0.70, "off_signal_z", {"action": "move", "node_id": 4, "xyz": [14.0, 20.0, 12.0]}),
+    (17, 0.97, "wrong_type", {"action": "relabel", "node_ids": [17], "type": 3}),
     (19, 0.60, "early_stop", None),
     (8, 0.30, "", None),
 ]
-#: Review order: the two rule findings (type_change, errors) first, then the detector by p.
-FLAG_KEYS = ["type_change:17", "type_change:18", "detector:10", "detector:20", "detector:4", "detector:19"]
+#: Review order, one flag per error site: the type switch at 17 (two rule findings and the
+#: detector's wrong_type, one site) first, then the detector's sites by p: the run 9-11 (at its most likely node, 10), the spur
+#: 20-22 (at its base), node 4 (a false alarm), node 19 (no fix).
+FLAG_KEYS = ["type_change:17", "detector:10", "detector:20", "detector:4", "detector:19"]
+#: Node flags behind those sites: 2 rule findings and 9 detector nodes at p >= 0.5.
+N_NODE_FLAGS = 11
 
 
 @dataclass
@@ -59,18 +72,19 @@ class ReviewSample:
     rows: list
     volume_shape: tuple
     flag_keys: tuple = tuple(FLAG_KEYS)
+    n_node_flags: int = N_NODE_FLAGS
 
     def expected_fixed(self) -> str:
-        """The trace after the scripted review's accepted fixes (accept, reject, accept, accept,
-        reject, mark: the order of FLAG_KEYS): node 17 relabelled to 3, node 10 moved onto its
-        fibre, the spur 20-22 pruned; node 4 (rejected move) untouched; ids kept."""
+        """The trace after the scripted review's accepted fixes (accept, accept, accept, reject,
+        mark: the order of FLAG_KEYS): node 17 relabelled to 3, nodes 9-11 moved onto their fibre,
+        the spur 20-22 pruned; node 4 (rejected move) untouched; ids kept."""
         from neurorecon.io import read_swc
         from neurorecon.io.swc import format_swc
 
         n = read_swc(self.trace)
         types, xyz = n.types.copy(), n.xyz.copy()
         types[n.index_of([17])] = 3
-        xyz[n.index_of([10])] = [26.0, 20.0, 10.0]
+        xyz[n.index_of([9, 10, 11])] = [[24.0, 20.0, 10.0], [26.0, 20.0, 10.0], [28.0, 20.0, 10.0]]
         return format_swc(n.with_changes(types=types, xyz=xyz).take(np.flatnonzero(n.ids < 20)))
 
     def xyz(self, node_id: int) -> list[float]:
@@ -88,7 +102,7 @@ def make_review_sample(folder: Path) -> ReviewSample:
     # The image shows the true fibres: the dendrite straight through node 10's true place, the
     # branch, no spur.
     xyz = np.array([r[2:5] for r in rows], float)
-    xyz[9, 1] = 20.0
+    xyz[8:11, 1] = 20.0
     ids = [r[0] for r in rows]
     parent = np.array([ids.index(r[6]) if r[6] > 0 else -1 for r in rows])
     parent[19:] = -2                      # drop the spur's edges
@@ -100,9 +114,11 @@ def make_review_sample(folder: Path) -> ReviewSample:
     image = folder / "image.tif"
     write_tiff(image, img, VOXEL)
     lines = ["node_id,p_error,flag,reason,x,y,z,fix"]
-    for node, p, reason, fix in SCORES:
-        x, y, z = xyz[ids.index(node)] if node != 10 else (26.0, 23.5, 10.0)
-        lines.append(f"{node},{p:.5f},{int(p >= 0.5)},{reason},{x:.4f},{y:.4f},{z:.4f},{_fix_json(fix) if fix else ''}")
+    flagged = {node: (p, reason, fix) for node, p, reason, fix in SCORES}
+    for r in rows:                               # every node, in file order, as `detect` writes
+        p, reason, fix = flagged.get(r[0], (0.02, "", None))
+        x, y, z = r[2:5]
+        lines.append(f"{r[0]},{p:.5f},{int(p >= 0.5)},{reason},{x:.4f},{y:.4f},{z:.4f},{_fix_json(fix) if fix else ''}")
     scores = folder / "scores.csv"
     scores.write_text("\n".join(lines) + "\n")
     return ReviewSample(folder, trace, image, scores, rows, shape)
@@ -120,6 +136,56 @@ def screenshots(tmp_path) -> Path:
     d = Path(os.environ.get("NEURORECON_SCREENSHOTS") or tmp_path / "screenshots")
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+#: Seconds a reference machine, idle, takes for :func:`_calibration_work` (what the time scale
+#: compares against).
+_REFERENCE_SECONDS = 0.08
+
+
+def _calibration_work() -> float:
+    import time
+
+    t0 = time.perf_counter()
+    s = 0
+    for i in range(1_500_000):
+        s += i * i
+    return time.perf_counter() - t0
+
+
+@pytest.fixture(scope="session")
+def time_scale() -> float:
+    """How much longer than on an idle reference machine the browser tests may wait: the mean
+    of three runs of a fixed workload (a loaded machine shares its cores, so the mean grows with
+    the load) over the reference, in [1, 10], times $NEURORECON_TEST_TIMEOUT_SCALE (default 1).
+    The tests poll with deadlines; the scale only moves the deadlines, never a sleep."""
+    measured = sum(_calibration_work() for _ in range(3)) / 3
+    factor = min(max(measured / _REFERENCE_SECONDS, 1.0), 10.0)
+    return float(os.environ.get("NEURORECON_TEST_TIMEOUT_SCALE", "1")) * factor
+
+
+@pytest.fixture
+def processes():
+    """Subprocesses a test starts, each in its own process group: whatever the test's outcome,
+    teardown kills every group still running (a review server and anything it started)."""
+    import signal
+    import subprocess
+
+    started: list[subprocess.Popen] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
+        for stream in (proc.stdout, proc.stderr):
+            if stream:
+                stream.close()
 
 
 @pytest.fixture(scope="session")

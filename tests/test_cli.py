@@ -18,7 +18,7 @@ from neurorecon.io import read_apo, read_swc
 
 CLEAN = "1 1 0 0 0 5 -1\n" + "".join(f"{k} 3 0 0 {5 + 2 * (k - 2)} 1 {k - 1}\n" for k in range(2, 8))
 ERROR = CLEAN + "8 3 0 0 17 1 99\n"  # missing parent: an error
-WARNING = CLEAN + "8 3 0 0 57 1 7\n"  # a long edge and a z jump: warnings only
+WARNING = CLEAN + "8 3 0 0 100 1 7\n"  # a long edge and a z jump (85, beyond 30 x the own z step of 2): warnings only
 GARBAGE = bytes(range(256)) * 4
 
 runner = CliRunner()
@@ -51,12 +51,13 @@ def _check_schema(doc: dict):
         assert f["error"] is None or isinstance(f["error"], str)
         assert isinstance(f["n_nodes"], int)
         for g in f["findings"]:
-            assert set(g) == {"check", "severity", "node_ids", "xyz", "message", "fix"}
+            assert set(g) == {"check", "severity", "node_ids", "xyz", "message", "fix", "fix_text"}
             assert g["severity"] in ("error", "warning", "info")
             assert all(isinstance(i, int) for i in g["node_ids"])
             assert all(len(p) == 3 for p in g["xyz"])
             assert isinstance(g["message"], str) and g["message"]
             assert g["fix"] is None or isinstance(g["fix"], dict) and "action" in g["fix"]
+            assert (g["fix_text"] is None) == (g["fix"] is None) and (g["fix"] is None or isinstance(g["fix_text"], str))
 
 
 # ------------------------------------------------------------------------------ check: exit codes
@@ -162,6 +163,16 @@ def test_json_schema_and_content(files, tmp_path):
     assert mp[0]["node_ids"] == [8]
     assert mp[0]["xyz"] == [[0.0, 0.0, 17.0]]
     assert mp[0]["fix"] == {"action": "cut", "node_id": 8}
+
+
+def test_json_dash_prints_the_report_instead_of_the_tables(files, tmp_path):
+    r = run("check", files / "clean.swc", files / "error.swc", "--json", "-")
+    assert r.exit_code == 1
+    doc = json.loads(r.stdout)
+    _check_schema(doc)
+    run("check", files / "clean.swc", files / "error.swc", "--json", tmp_path / "r.json")
+    assert doc == _json(tmp_path / "r.json")
+    assert not Path("-").exists()
 
 
 def test_unreadable_file_reported_and_batch_continues(files, tmp_path):
@@ -406,3 +417,361 @@ def test_subprocess_empty_file_has_clean_stderr(tmp_path):
     assert p.returncode == 1
     assert "unreadable" in p.stdout
     assert "Warning" not in p.stderr and "Traceback" not in p.stderr
+
+
+# ------------------------------------------------------------------------------ write safety (subprocess runs)
+def _one_line_error(p, *words):
+    """Exit 2 with exactly one line on stderr, naming ``words``; nothing done (stdout empty)."""
+    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    assert len(p.stderr.splitlines()) == 1 and p.stderr.startswith("neurorecon: error: "), p.stderr
+    for w in words:
+        assert w in p.stderr, p.stderr
+    assert p.stdout == ""
+
+
+@pytest.fixture
+def readonly(tmp_path):
+    """A folder this process cannot write in: a 0555 folder, or /sys where permission bits do not
+    stop us (root). Writing there fails for real, so the test is of the actual write."""
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o555)
+    for where in (d, Path("/sys")):
+        try:
+            (where / "probe").write_text("x")
+        except OSError:
+            yield where
+            break
+        (where / "probe").unlink()
+    else:
+        pytest.skip("no folder here refuses writes (root, and no /sys)")
+    d.chmod(0o755)
+
+
+def test_check_writable_cases(tmp_path, readonly):
+    from neurorecon.io.atomic import WriteError, check_writable
+
+    assert check_writable(tmp_path / "new" / "deeper" / "o.csv") == tmp_path / "new" / "deeper" / "o.csv"
+    assert not (tmp_path / "new").exists()                     # checking creates nothing
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(WriteError, match=r"f: exists; pass --overwrite"):
+        check_writable(tmp_path / "f")
+    assert check_writable(tmp_path / "f", overwrite=True)
+    with pytest.raises(WriteError, match=r"is not a folder"):
+        check_writable(tmp_path / "f" / "o.csv")
+    with pytest.raises(WriteError, match=r"exists and is not a folder"):
+        check_writable(tmp_path / "f", folder=True)
+    assert check_writable(tmp_path, folder=True)               # an existing folder may be written into
+    (tmp_path / "link").symlink_to(tmp_path / "f")
+    with pytest.raises(WriteError, match="is an input"):       # the input, under another name
+        check_writable(tmp_path / "link", overwrite=True, inputs=[tmp_path / "f"])
+    with pytest.raises(WriteError, match=r"cannot write in .*\((Permission denied|Read-only file system)\)"):
+        check_writable(readonly / "sub" / "o.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f", "link", "ro"]    # no probe file left
+
+
+def test_temporary_files_are_removed_on_error_and_on_interrupt(tmp_path):
+    from neurorecon.io import atomic
+
+    with pytest.raises(RuntimeError):
+        with atomic.temporary_beside(tmp_path / "a.txt") as tmp:
+            assert tmp.exists() and tmp.parent == tmp_path
+            raise RuntimeError
+    assert list(tmp_path.iterdir()) == []
+    with atomic.temporary_beside(tmp_path / "b.zarr", folder=True) as tmp:
+        (tmp / "0").mkdir()
+        atomic.remove_pending()                                # what the Ctrl-C handler does
+        assert not tmp.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def crops(tmp_path_factory):
+    """Two benchmark crops of different neurons (real morphologies, rendered), crop 0 scored."""
+    d = tmp_path_factory.mktemp("crops")
+    p = _subprocess("synth", "-o", "bench", "-n", "2", "--seed", "5", cwd=d)
+    assert p.returncode == 0, p.stderr
+    p = _subprocess("detect", "bench/crop_0000.swc", "--image", "bench/crop_0000.tif", "-o", "s0.csv", cwd=d)
+    assert p.returncode == 0, p.stderr
+    return d
+
+
+def test_unwritable_outputs_fail_before_the_work(files, crops, readonly, tmp_path):
+    ro = readonly
+    run_ = lambda *a: _subprocess(*a, cwd=tmp_path)  # noqa: E731
+    _one_line_error(run_("check", files / "error.swc", "--json", ro / "r.json"), "cannot write in", str(ro))
+    _one_line_error(run_("check", files / "error.swc", "--html", ro / "html"), "cannot write in")
+    _one_line_error(run_("fix", files / "error.swc", "-o", ro / "f.swc"), "cannot write in")
+    _one_line_error(run_("synth", "-o", ro / "bench", "-n", "1"), "cannot write in")
+    _one_line_error(run_("detect", crops / "bench/crop_0000.swc", "--image", crops / "bench/crop_0000.tif",
+                         "-o", ro / "s.csv"), "cannot write in")
+    _one_line_error(run_("evaluate", crops / "s0.csv", crops / "bench/crop_0000.labels.csv", "--json", ro / "m.json"),
+                    "cannot write in")
+    _one_line_error(run_("convert", crops / "bench/crop_0000.tif", "-o", ro / "v.zarr"), "cannot write in")
+    _one_line_error(run_("train", "-o", ro / "model", "--n-train", "4", "--n-valid", "2", "--n-heldout", "0"),
+                    "cannot write in")
+    _one_line_error(run_("apply", crops / "bench/crop_0000.swc", crops / "s0.csv", "-o", ro / "f.swc"), "cannot write in")
+    _one_line_error(run_("review", crops / "bench/crop_0000.swc", "--image", crops / "bench/crop_0000.tif",
+                         "--review", ro / "r.json"), "cannot write in")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "ro") == ["in"]      # nothing written anywhere
+    assert not (ro / "r.json").exists() and not (ro / "bench").exists()
+
+
+def test_outputs_never_replace_inputs_or_existing_files(files, crops, tmp_path):
+    trace, tif = crops / "bench/crop_0000.swc", crops / "bench/crop_0000.tif"
+    before = trace.read_bytes()
+    _one_line_error(_subprocess("detect", trace, "--image", tif, "-o", trace, "--overwrite", cwd=tmp_path),
+                    "is an input of this command")
+    assert trace.read_bytes() == before
+    _one_line_error(_subprocess("check", files / "error.swc", "--json", files / "error.swc", cwd=tmp_path),
+                    "is an input of this command")
+    assert (files / "error.swc").read_text() == ERROR
+    _one_line_error(_subprocess("review", trace, "--image", tif, "--review", trace, cwd=tmp_path),
+                    "is an input of this command")
+    assert trace.read_bytes() == before
+    (tmp_path / "taken.csv").write_text("mine")
+    _one_line_error(_subprocess("detect", trace, "--image", tif, "-o", tmp_path / "taken.csv", cwd=tmp_path),
+                    "exists; pass --overwrite")
+    assert (tmp_path / "taken.csv").read_text() == "mine"
+    _one_line_error(_subprocess("detect", trace, "--image", tif, "-o", tmp_path, cwd=tmp_path), "is a folder")
+    (tmp_path / "afile").write_text("")
+    _one_line_error(_subprocess("synth", "-o", tmp_path / "afile", "-n", "1", cwd=tmp_path), "is not a folder")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_follow_the_umask(files, umask, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+
+    def sub(*args):
+        cmd = ["sh", "-c", f'umask {umask:03o} && exec "$0" "$@"', sys.executable, "-m", "neurorecon", *map(str, args)]
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=work, timeout=300)
+
+    assert sub("synth", "-o", "b", "-n", "1", "--size", "40", "40", "24").returncode == 0
+    assert sub("synth", "-o", "z", "-n", "1", "--size", "40", "40", "24", "--image-format", "zarr").returncode == 0
+    assert sub("detect", "b/crop_0000.swc", "--image", "b/crop_0000.tif", "-o", "s.csv").returncode == 0
+    assert sub("fix", files / "error.swc", "-o", "f.swc").returncode == 0
+    assert sub("check", files, "--json", "r.json", "--html", "h").returncode == 1
+    assert sub("convert", "b/crop_0000.tif", "-o", "v.zarr").returncode == 0
+    written = [p for p in work.rglob("*") if p.is_file()]
+    assert {p.name for p in written} >= {"crop_0000.tif", "crop_0000.swc", "crop_0000.labels.csv", "crop_0000.json",
+                                         "s.csv", "f.swc", "f.edits.json", "f.apo", "r.json", "index.html"}
+    for p in written:
+        assert p.stat().st_mode & 0o777 == 0o666 & ~umask, p
+    for p in (work / "z" / "crop_0000.zarr", work / "v.zarr"):
+        assert p.stat().st_mode & 0o777 == 0o777 & ~umask, p
+    assert not [p for p in work.rglob("*.tmp")]
+
+
+# ------------------------------------------------------------------------------ Ctrl-C (subprocess runs)
+def _interrupt_after(seconds, *args, cwd, group=False):
+    """Start the CLI and send SIGINT ``seconds`` after its handler is in place (if it still runs);
+    returns (process, sent, stdout, stderr).
+
+    The clock starts when the child has imported neurorecon._interrupt (``-X importtime`` says so
+    on stderr; those lines are left out of the stderr returned), not at the exec: the
+    interpreter's own start-up before any of the package runs takes 20 ms on an idle machine and
+    more than 0.1 s on a loaded one, and no program can handle a signal that comes before it
+    runs. 0 s is then during the CLI's imports (typer, click, rich)."""
+    import signal
+    import threading
+    import time
+
+    p = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "neurorecon", *map(str, args)], cwd=cwd,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=group)
+    ready, lines = threading.Event(), []
+
+    def read():      # all of stderr, always: a full pipe would stop the child
+        for line in p.stderr:
+            if line.startswith("import time:"):
+                if line.rstrip().endswith("neurorecon._interrupt"):
+                    ready.set()
+            else:
+                lines.append(line)
+        ready.set()
+
+    out = []
+    readers = [threading.Thread(target=read, daemon=True),
+               threading.Thread(target=lambda: out.append(p.stdout.read()), daemon=True)]
+    for r in readers:
+        r.start()
+    try:
+        assert ready.wait(60), "the child never imported neurorecon._interrupt"
+        time.sleep(seconds)
+        sent = p.poll() is None
+        if sent:
+            os.killpg(p.pid, signal.SIGINT) if group else p.send_signal(signal.SIGINT)
+        p.wait(timeout=120)
+        for r in readers:
+            r.join(timeout=30)
+        assert not any(r.is_alive() for r in readers), "stdout/stderr still open: a process outlived the command"
+    except BaseException:       # never leave the child (or its workers) running
+        try:
+            os.killpg(p.pid, signal.SIGKILL) if group else p.kill()
+        except ProcessLookupError:
+            pass
+        p.wait()
+        raise
+    return p, sent, out[0], "".join(lines)
+
+
+def _check_interrupted(p, sent, err):
+    if sent and p.returncode == 130:
+        assert err == "neurorecon: interrupted\n", err
+    else:       # it had finished (or was finishing) when the signal came: a complete, clean run
+        assert p.returncode == 0 and "Traceback" not in err, (p.returncode, err)
+
+
+@pytest.mark.parametrize("seconds", [0.0, 0.1, 0.5, 1.0, 2.0])
+def test_ctrl_c_during_detect_exits_130_with_one_line(crops, seconds, tmp_path):
+    p, sent, out, err = _interrupt_after(seconds, "detect", crops / "bench/crop_0000.swc", "--image",
+                                         crops / "bench/crop_0000.tif", "-o", tmp_path / "s.csv", cwd=tmp_path)
+    _check_interrupted(p, sent, err)
+    if p.returncode == 130:
+        assert sorted(x.name for x in tmp_path.iterdir()) == []      # no partial SCORES.csv, no temp file
+    else:
+        assert (tmp_path / "s.csv").read_text().startswith("node_id,p_error")
+
+
+@pytest.mark.parametrize("seconds", [0.5, 1.5])
+def test_ctrl_c_during_convert_exits_130_and_the_rerun_resumes(seconds, tmp_path):
+    from neurorecon.io.volume import open_volume, write_tiff
+
+    import numpy as np
+
+    image = np.random.default_rng(3).integers(0, 250, (96, 256, 256)).astype(np.uint8)
+    write_tiff(tmp_path / "a.tif", image, (0.5, 0.5, 1.0))
+    args = ("convert", tmp_path / "a.tif", "-o", tmp_path / "o.zarr", "--chunks", "16", "32", "32")
+    p, sent, out, err = _interrupt_after(seconds, *args, cwd=tmp_path)
+    _check_interrupted(p, sent, err)
+    again = _subprocess(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "Traceback" not in again.stderr
+    assert np.array_equal(open_volume(tmp_path / "o.zarr").read((0, 0, 0), image.shape), image)
+
+
+# ------------------------------------------------------------------------------ evaluate (subprocess runs)
+def test_evaluate_refuses_labels_of_another_neuron(crops):
+    import csv
+
+    ids = {name: {int(r["node_id"]) for r in csv.DictReader(open(crops / name))}
+           for name in ("s0.csv", "bench/crop_0001.labels.csv")}
+    shared = len(ids["s0.csv"] & ids["bench/crop_0001.labels.csv"])
+    only_s = len(ids["s0.csv"] - ids["bench/crop_0001.labels.csv"])
+    only_l = len(ids["bench/crop_0001.labels.csv"] - ids["s0.csv"])
+    assert only_s + only_l > 0          # two neurons: their node ids differ
+    p = _subprocess("evaluate", "s0.csv", "bench/crop_0001.labels.csv", cwd=crops)
+    _one_line_error(p, f"{shared} node id(s) in both, {only_s} only in the scores, {only_l} only in the labels",
+                    "same trace")
+
+
+def test_evaluate_json_writes_a_file_or_prints(crops, tmp_path):
+    p = _subprocess("evaluate", crops / "s0.csv", crops / "bench/crop_0000.labels.csv", "--json", tmp_path / "m.json",
+                    cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    m = _json(tmp_path / "m.json")
+    assert "AUC" in p.stdout and f"{m['auc']:.4f}" in p.stdout
+    assert m["n"] == len((crops / "bench/crop_0000.labels.csv").read_text().splitlines()) - 1
+    p = _subprocess("evaluate", crops / "s0.csv", crops / "bench/crop_0000.labels.csv", "--json", "-", cwd=tmp_path)
+    assert p.returncode == 0 and json.loads(p.stdout) == m
+
+
+# ------------------------------------------------------------------------------ one vocabulary
+def test_version():
+    from neurorecon import __version__
+
+    p = _subprocess("--version", cwd=".")
+    assert p.returncode == 0 and p.stdout == f"neurorecon {__version__}\n"
+
+
+def test_every_argument_and_option_has_help_and_required_ones_say_so():
+    import click
+
+    from neurorecon.cli import command
+
+    group = command()
+    for name, cmd in group.commands.items():
+        ctx = click.Context(cmd, info_name=name)
+        assert cmd.help and cmd.epilog and cmd.epilog.startswith("Exit codes: 0 "), name
+        for param in cmd.params:
+            record = param.get_help_record(ctx)
+            assert record is not None and record[1].strip(), f"{name} {param.name}: no help"
+            if param.required:
+                assert "[required]" in record[1], f"{name} {param.name}"
+            if isinstance(param.type, click.Choice):   # choices are listed
+                assert all(c in record[0] for c in param.type.choices), f"{name} {param.name}"
+    p = _subprocess("fix", "--help", cwd=".")
+    assert "SWC/ESWC file to fix" in p.stdout and "required unless --dry-run" in p.stdout
+
+
+def test_main_outputs_are_dash_o_everywhere():
+    from neurorecon.cli import command
+
+    for name, cmd in command().commands.items():
+        opts = {o for param in cmd.params for o in getattr(param, "opts", [])}
+        if name in ("check", "evaluate", "review", "view", "checks"):
+            assert "-o" not in opts, name          # reports and viewers: --json/--html/--review
+        else:
+            assert {"-o", "--out"} <= opts, name
+
+
+def test_docs_cli_md_is_up_to_date():
+    from neurorecon.clidoc import render
+
+    doc = Path(__file__).parent.parent / "docs" / "cli.md"
+    assert doc.read_text() == render(), "docs/cli.md is stale: run python -m neurorecon.clidoc > docs/cli.md"
+
+
+def test_readme_examples_use_options_that_exist():
+    """Every `neurorecon CMD ...` line in the README parses as that command's arguments."""
+    import shlex
+
+    import click
+
+    from neurorecon.cli import command
+
+    group = command()
+    lines = [ln.split("#")[0] for ln in (Path(__file__).parent.parent / "README.md").read_text().splitlines()
+             if ln.startswith(".venv/bin/neurorecon ")]
+    assert len(lines) >= 8
+    for line in lines:
+        words = shlex.split(line)[1:]
+        cmd = group.commands[words[0]]
+        try:
+            cmd.make_context(words[0], words[1:], resilient_parsing=False)
+        except click.UsageError as e:
+            pytest.fail(f"README: {line.strip()}: {e}")
+
+
+def test_ctrl_c_to_the_process_group_stops_check_and_its_workers(tmp_path):
+    """A terminal's Ctrl-C reaches every process of the group: the worker processes of `check -j 2`
+    say nothing, and none outlives the command."""
+    import signal
+    import time
+
+    real = Path(__file__).parent.parent.parent / "shared" / "data" / "morphologies"
+    assert len(list(real.rglob("*.swc"))) >= 30, real
+    p, sent, out, err = _interrupt_after(1.0, "check", real, "-j", "2", "-q", "--json", tmp_path / "r.json",
+                                         cwd=tmp_path, group=True)
+    try:
+        _check_interrupted(p, sent, err)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _group_alive(p.pid):
+            time.sleep(0.1)
+        assert not _group_alive(p.pid), "a worker outlived the command"
+    finally:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _group_alive(pgid: int) -> bool:
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":     # a zombie has exited; only its reaping is left
+            return True
+    return False

@@ -16,7 +16,7 @@ import tensorstore as ts
 from typer.testing import CliRunner
 
 from neurorecon.cli import app
-from neurorecon.io.convert import JOURNAL, UNIT_BYTES, Plan, _unit_shape, convert, downsample, plan_levels
+from neurorecon.io.convert import DONE, JOURNAL, UNIT_BYTES, Plan, _unit_shape, convert, downsample, plan_levels
 from neurorecon.io.volume import Volume, VolumeError, open_volume, write_tiff, write_zarr
 
 
@@ -206,7 +206,13 @@ def test_sigkilled_conversion_resumes(tmp_path):
 def test_refuses_to_overwrite_or_mix(tmp_path):
     a = _image((20, 20, 20))
     write_tiff(tmp_path / "a.tif", a, (1, 1, 1))
-    convert(tmp_path / "a.tif", tmp_path / "o.zarr")
+    first = convert(tmp_path / "a.tif", tmp_path / "o.zarr")
+    assert not first.complete_before and (tmp_path / "o.zarr" / DONE).exists()
+    again = convert(tmp_path / "a.tif", tmp_path / "o.zarr")      # the same conversion, finished: nothing to do
+    assert again.complete_before and again.skipped == again.units == first.units
+    with pytest.raises(VolumeError, match="already exists"):       # another conversion into it: refused
+        convert(tmp_path / "a.tif", tmp_path / "o.zarr", chunks=(8, 8, 8))
+    (tmp_path / "o.zarr" / DONE).unlink()                          # a volume made by another tool
     with pytest.raises(VolumeError, match="already exists"):
         convert(tmp_path / "a.tif", tmp_path / "o.zarr")
     (tmp_path / "o.zarr" / JOURNAL).write_text(json.dumps({"other": 1}) + "\n")
@@ -237,18 +243,93 @@ def test_generated_volume_source_is_read_box_by_box(tmp_path):
     assert (open_volume(tmp_path / "g").read((0, 0, 0), (16, 300, 300)) == 9).all()
 
 
+# ------------------------------------------------------------------------------ voxel size
+def test_source_without_voxel_size_needs_one(tmp_path):
+    import tifffile
+
+    a = _image((20, 30, 40))
+    tifffile.imwrite(tmp_path / "plain.tif", a)                  # no resolution, no ImageJ spacing
+    with pytest.raises(VolumeError, match=r"plain\.tif: the voxel size is not recorded in the file; give it \(--voxel-size"):
+        convert(tmp_path / "plain.tif", tmp_path / "o.zarr")
+    assert not (tmp_path / "o.zarr").exists()
+    rep = convert(tmp_path / "plain.tif", tmp_path / "o.zarr", voxel_size=(0.5, 0.5, 2.0))
+    assert rep.plan.levels[0].voxel_size == (0.5, 0.5, 2.0)
+    assert open_volume(tmp_path / "o.zarr").voxel_size == (0.5, 0.5, 2.0)
+    r = CliRunner().invoke(app, ["convert", str(tmp_path / "plain.tif"), "-o", str(tmp_path / "c.zarr")])
+    assert r.exit_code == 2 and "give it (--voxel-size VX VY VZ" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "c.zarr").exists()
+
+
 # ------------------------------------------------------------------------------ CLI
 def test_cli_convert_and_errors(tmp_path):
     write_tiff(tmp_path / "a.tif", _image((20, 30, 40)), (0.5, 0.5, 1.0))
     runner = CliRunner()
-    r = runner.invoke(app, ["convert", str(tmp_path / "a.tif"), str(tmp_path / "o.zarr"), "--chunks", "16", "16", "16"])
+    r = runner.invoke(app, ["convert", str(tmp_path / "a.tif"), "-o", str(tmp_path / "o.zarr"), "--chunks", "16", "16", "16"])
     assert r.exit_code == 0, r.output
     assert "ome-zarr, uint8 image (mean)" in r.output and "MB/s" in r.output
-    r = runner.invoke(app, ["convert", str(tmp_path / "a.tif"), str(tmp_path / "o.zarr")])
-    assert r.exit_code == 2 and "already exists" in r.output
-    r = runner.invoke(app, ["convert", str(tmp_path / "nope.tif"), str(tmp_path / "n.zarr")])
+    r = runner.invoke(app, ["convert", str(tmp_path / "a.tif"), "-o", str(tmp_path / "o.zarr"), "--chunks", "16", "16", "16"])
+    assert r.exit_code == 0, r.output                             # a rerun of a finished conversion is no error
+    n = convert(tmp_path / "a.tif", tmp_path / "o.zarr", chunks=(16, 16, 16)).units
+    assert r.output.strip() == f"{tmp_path / 'o.zarr'} is complete ({n} units); nothing to do"
+    r = runner.invoke(app, ["convert", str(tmp_path / "a.tif"), "-o", str(tmp_path / "o.zarr")])
+    assert r.exit_code == 2 and "already exists" in r.output      # other chunks: another conversion
+    r = runner.invoke(app, ["convert", str(tmp_path / "nope.tif"), "-o", str(tmp_path / "n.zarr")])
     assert r.exit_code == 2 and "no such file" in r.output
-    r = runner.invoke(app, ["convert", str(tmp_path / "a.tif"), str(tmp_path / "x"), "--format", "png"])
-    assert r.exit_code == 2 and "unknown output format" in r.output
-    r = runner.invoke(app, ["convert", str(tmp_path / "a.tif"), str(tmp_path / "p"), "--labels", "--levels", "2", "--chunks", "8", "8", "8"])
+    r = runner.invoke(app, ["convert", str(tmp_path / "a.tif"), "-o", str(tmp_path / "x"), "--format", "png"])
+    assert r.exit_code == 2 and "'png' is not one of 'ome-zarr', 'precomputed'" in r.output
+    r = runner.invoke(app, ["convert", str(tmp_path / "a.tif"), "-o", str(tmp_path / "p"), "--labels", "--levels", "2",
+                            "--chunks", "8", "8", "8"])
     assert r.exit_code == 0 and "labels (mode), 2 levels" in r.output
+    r = runner.invoke(app, ["convert", str(tmp_path / "a.tif")])
+    assert r.exit_code == 2 and "give the output folder: -o/--out DST" in r.output
+    r = runner.invoke(app, ["convert", str(tmp_path / "a.tif"), str(tmp_path / "d.zarr")])   # the old form still works
+    assert r.exit_code == 0 and "DST as a second argument is deprecated" in r.output
+    assert open_volume(tmp_path / "d.zarr").shape == (20, 30, 40)
+    r = runner.invoke(app, ["convert", str(tmp_path / "a.tif"), str(tmp_path / "d.zarr"), "-o", str(tmp_path / "e.zarr")])
+    assert r.exit_code == 2 and "give the output once" in r.output
+
+
+def test_cli_resume_says_how_many_units_it_skipped(tmp_path):
+    write_tiff(tmp_path / "a.tif", _image((64, 64, 64), seed=4), (1, 1, 1))
+    dst = tmp_path / "r.zarr"
+
+    def stop_after_3(done, total):
+        if done >= 3:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        convert(tmp_path / "a.tif", dst, chunks=(16, 16, 16), workers=1, progress=stop_after_3)
+    r = CliRunner().invoke(app, ["convert", str(tmp_path / "a.tif"), "-o", str(dst), "--chunks", "16", "16", "16"])
+    assert r.exit_code == 0, r.output
+    total = convert(tmp_path / "a.tif", dst, chunks=(16, 16, 16)).units
+    assert f"resuming {dst}: 3 of {total} units were done before; skipping them" in r.output
+    assert f"resumed: 3 of {total} units were done before" in r.output
+
+
+def test_cli_progress_bar_on_a_terminal(tmp_path):
+    """On a terminal (a pty here) convert draws a bar on stderr; into a pipe it prints none."""
+    import pty
+
+    write_tiff(tmp_path / "a.tif", _image((64, 64, 64)), (1, 1, 1))
+    master, slave = pty.openpty()
+    cmd = [sys.executable, "-m", "neurorecon", "convert", str(tmp_path / "a.tif"), "-o", str(tmp_path / "t.zarr"),
+           "--chunks", "8", "8", "8"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=slave, env={**os.environ, "COLUMNS": "100"})
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:            # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0
+    units = convert(tmp_path / "a.tif", tmp_path / "t.zarr", chunks=(8, 8, 8)).units
+    assert b"converting" in seen and f"/{units}".encode() in seen
+    cmd[6] = str(tmp_path / "u.zarr")
+    piped = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0 and piped.stderr == "" and "u.zarr: ome-zarr" in piped.stdout

@@ -194,13 +194,25 @@ def test_evaluate_files_matches_ids_in_any_order(tmp_path, labels):
     ref = evaluate([0, 1, 0, 1, 0, 1], [p[i] for i in ids], ["", "gap", "", "spur", "", "spur"])
     rng = np.random.default_rng(0)
     for _ in range(5):
-        order = rng.permutation(ids).tolist() + [99]  # extra scored nodes are ignored
-        text = "p_error,node_id,other\n" + "".join(f"{p.get(i, 0.5)},{i},x\n" for i in order)
+        order = rng.permutation(ids).tolist()
+        text = "p_error,node_id,other\n" + "".join(f"{p[i]},{i},x\n" for i in order)
         m = evaluate_files(_write(tmp_path / "s.csv", text), labels)
         assert m.to_dict() == ref.to_dict()
     # Threshold = the largest negative, 0.6: gap 0.8 is above it, spurs 0.2 and 0.9 split.
     assert m.threshold_at_fpr == 0.6
     assert m.per_type == {"gap": (1, 1.0, 1.0), "spur": (2, 0.5, 0.5)}
+
+
+def test_evaluate_files_refuses_extra_scored_nodes_unless_labels_are_partial(tmp_path, labels):
+    # Scores of a bigger neuron numbered 1..N cover every labelled id: only the extra ids
+    # tell that the two files are not of the same trace.
+    text = "node_id,p_error\n" + "".join(f"{i},{0.9 if i in (2, 4, 7) else 0.1}\n" for i in range(1, 12))
+    s = _write(tmp_path / "s.csv", text)
+    with pytest.raises(EvaluationError, match=r"do not name the same nodes: 6 node id\(s\) in both, 5 only in the "
+                                              r"scores, 0 only in the labels; .*--partial-labels"):
+        evaluate_files(s, labels)
+    m = evaluate_files(s, labels, partial_labels=True)
+    assert m.n == 6 and m.auc == 1.0
 
 
 def test_evaluate_files_without_error_type_column(tmp_path):
@@ -257,17 +269,20 @@ def test_evaluate_files_p_at_bounds_is_fine(tmp_path, labels):
 def test_evaluate_files_labelled_nodes_without_score(tmp_path, labels):
     # Nodes 4 and 7 have no score; 6 is scored but not labelled (fine).
     s = _write(tmp_path / "s.csv", "node_id,p_error\n1,0.1\n2,0.8\n3,0.3\n5,0.6\n6,0.5\n")
-    with pytest.raises(EvaluationError, match=r"2 labelled node\(s\) have no score, e\.g\. node 4"):
+    with pytest.raises(EvaluationError, match=r"4 node id\(s\) in both, 1 only in the scores, 2 only in the labels, "
+                                              r"e\.g\. node 4 has no score"):
         evaluate_files(s, labels)
+    with pytest.raises(EvaluationError, match="e\\.g\\. node 4 has no score"):    # partial labels, but not partial scores
+        evaluate_files(s, labels, partial_labels=True)
     # Above the largest scored id, too.
     s2 = _write(tmp_path / "s2.csv", "node_id,p_error\n1,0.1\n2,0.8\n3,0.3\n4,0.2\n5,0.6\n")
-    with pytest.raises(EvaluationError, match=r"1 labelled node\(s\) have no score, e\.g\. node 7"):
+    with pytest.raises(EvaluationError, match=r"5 node id\(s\) in both, 0 only in the scores, 1 only in the labels, "
+                                              r"e\.g\. node 7 has no score"):
         evaluate_files(s2, labels)
 
 
 @pytest.mark.parametrize("scores, labels_text, value", [
     ("node_id,p_error\n1,high\n", "node_id,label\n1,1\n", "high"),
-    ("node_id,p_error\n1,\n", "node_id,label\n1,1\n", "''"),
     ("node_id,p_error\nabc,0.5\n", "node_id,label\n1,1\n", "abc"),
     ("node_id,p_error\n1.5,0.5\n", "node_id,label\n1,1\n", "1.5"),
     ("node_id,p_error\n1,0.5\n", "node_id,label\n1,yes\n", "yes"),

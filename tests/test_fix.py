@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from neurorecon.io import read_apo, read_swc
+from neurorecon.morphology import Neuron
 from neurorecon.qc.config import CheckConfig
-from neurorecon.qc.fixes import FixError, fix_file, fix_neuron, is_sorted
+from neurorecon.qc.findings import Fix, Severity
+from neurorecon.qc.fixes import FixError, fix_file, fix_neuron, is_sorted, parents_first
 from neurorecon.qc.run import check_neuron
+
+CHECKS_DATA = Path(__file__).resolve().parent / "data" / "checks"
 
 # A soma and an unbranched basal dendrite along z, 2 um spacing: ids 1..7, z = 0, 5, 7, ..., 15.
 BASE = "1 1 0 0 0 5 -1\n" + "".join(f"{k} 3 0 0 {5 + 2 * (k - 2)} 1 {k - 1}\n" for k in range(2, 8))
 
 
-def fix(text: str, config: CheckConfig | None = None):
+def fix(text: str, config: CheckConfig | None = None, **kw):
     n = read_swc(text.encode())
-    return n, fix_neuron(n, config)
+    return n, fix_neuron(n, config, **kw)
 
 
 def actions(res):
@@ -38,7 +43,8 @@ def edges(neuron):
 
 
 def assert_clean_tree(neuron):
-    assert is_sorted(neuron)
+    assert parents_first(neuron)
+    assert len(set(neuron.ids.tolist())) == neuron.n_nodes
     assert len(neuron.roots) == 1
     assert not any(f.fix is not None for f in check_neuron(neuron))
 
@@ -198,11 +204,17 @@ def test_zero_length_segment_removed_children_reattached():
     assert e.before["id"] == 5 and e.before["parent_id"] == 4
     out = res.neuron
     assert out.n_nodes == 6
-    # node 6 (z=13) now hangs from node 4 (z=9)
+    # node 6 (z=13) now hangs from node 4 (z=9); every other node keeps its id
     zpar = {out.xyz[c, 2]: out.xyz[out.parent[c], 2] for c in range(len(out)) if out.parent[c] >= 0}
     assert zpar[13.0] == 9.0
-    assert ("reindex", "sort") in actions(res)
+    assert out.ids.tolist() == [1, 2, 3, 4, 6, 7]
+    assert out.parent_ids.tolist() == [-1, 1, 2, 3, 4, 6]
+    assert actions(res) == [("delete", "zero_length_segment")]
     assert_clean_tree(out)
+    # with renumber the gap closes
+    _, res2 = fix(text, renumber=True)
+    assert actions(res2) == [("delete", "zero_length_segment"), ("reindex", "sort")]
+    assert res2.neuron.ids.tolist() == [1, 2, 3, 4, 5, 6]
 
 
 LOOP = """1 1 0 0 0 5 -1
@@ -300,9 +312,20 @@ def test_mixed_subtree_off_the_axon_left_alone():
 
 
 # ------------------------------------------------------------------------------ sorting
+UNSORTED = "3 3 0 0 9 1 2\n5 3 2 0 7 1 4\n2 3 0 0 7 1 1\n1 1 0 0 0 5 -1\n4 3 0 0 5 1 1\n"
+
+
+def test_ids_and_lines_kept_without_renumber():
+    n, res = fix(UNSORTED)
+    assert res.edits == []
+    assert res.neuron is n
+    n, res = fix("10 1 0 0 0 5 -1\n20 3 0 0 5 1 10\n30 3 0 0 7 1 20\n")
+    assert res.edits == [] and res.neuron.ids.tolist() == [10, 20, 30]
+
+
 def test_unsorted_file_reindexed_parents_first():
-    text = "3 3 0 0 9 1 2\n5 3 2 0 7 1 4\n2 3 0 0 7 1 1\n1 1 0 0 0 5 -1\n4 3 0 0 5 1 1\n"
-    n, res = fix(text)
+    text = UNSORTED
+    n, res = fix(text, renumber=True)
     assert actions(res) == [("reindex", "sort")]
     assert res.edits[0].xyz == [] and res.edits[0].node_ids == []
     out = res.neuron
@@ -314,7 +337,7 @@ def test_unsorted_file_reindexed_parents_first():
 
 
 def test_id_gaps_reindexed():
-    n, res = fix("10 1 0 0 0 5 -1\n20 3 0 0 5 1 10\n30 3 0 0 7 1 20\n")
+    n, res = fix("10 1 0 0 0 5 -1\n20 3 0 0 5 1 10\n30 3 0 0 7 1 20\n", renumber=True)
     assert res.neuron.ids.tolist() == [1, 2, 3]
     assert res.neuron.parent_ids.tolist() == [-1, 1, 2]
     assert actions(res) == [("reindex", "sort")]
@@ -322,7 +345,7 @@ def test_id_gaps_reindexed():
 
 def test_reindex_puts_the_soma_tree_first():
     text = "1 3 50 50 50 1 -1\n2 3 50 50 52 1 1\n4 1 0 0 0 5 -1\n3 3 0 0 5 1 4\n"
-    n, res = fix(text)
+    n, res = fix(text, renumber=True)
     out = res.neuron
     assert ("reindex", "sort") in actions(res)
     assert out.types.tolist() == [1, 3, 3, 3]
@@ -346,14 +369,21 @@ def test_messy_file_is_fixed_completely_and_idempotently():
     n, res = fix(MESSY)
     assert res.converged
     kinds = {a for a, _ in actions(res)}
-    assert {"drop_duplicate", "delete", "cut", "bridge", "relabel", "reindex"} <= kinds
+    assert {"drop_duplicate", "delete", "cut", "bridge", "relabel"} <= kinds
     removed = sum(e.action in ("delete", "drop_duplicate", "merge") for e in res.edits)
     assert n.n_nodes - res.neuron.n_nodes == removed
-    assert is_sorted(res.neuron)
+    # ids kept: every id of the output was an id of the input
+    assert set(res.neuron.ids.tolist()) <= set(n.ids.tolist())
+    assert parents_first(res.neuron)
     again = fix_neuron(res.neuron)
     assert again.edits == []
     assert again.neuron.ids.tolist() == res.neuron.ids.tolist()
     assert again.neuron.parent_ids.tolist() == res.neuron.parent_ids.tolist()
+    # the same fixes with renumber, then one re-index; fixing that again changes nothing either
+    _, numbered = fix(MESSY, renumber=True)
+    assert actions(numbered) == actions(res) + [("reindex", "sort")]
+    assert is_sorted(numbered.neuron)
+    assert fix_neuron(numbered.neuron, renumber=True).edits == []
 
 
 def test_disabled_check_is_not_fixed():
@@ -400,7 +430,7 @@ def test_fix_file_writes_swc_log_and_apo(tmp_path):
         for p in entry["xyz"]:
             assert len(p) == 3
     located = [e for e in log["edits"] if e["xyz"]]
-    assert [e["action"] for e in log["edits"] if not e["xyz"]] == ["reindex"]
+    assert [e["action"] for e in log["edits"] if not e["xyz"]] == []  # ids kept: no re-index
 
     markers = read_apo(paths.apo)
     assert len(markers) == len(located)
@@ -485,3 +515,152 @@ def test_fix_file_non_swc_suffix_output_names(tmp_path):
     assert paths.log == tmp_path / "fixed.edits.json"
     assert paths.apo == tmp_path / "fixed.apo"
     assert paths.swc.exists() and paths.log.exists() and paths.apo.exists()
+
+
+# ------------------------------------------------------------------------------ safety
+MORPHOLOGIES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "morphologies"
+needs_real = pytest.mark.skipif(not MORPHOLOGIES.is_dir(), reason=f"{MORPHOLOGIES} does not exist")
+
+
+def errors(neuron):
+    return {(f.check, frozenset(f.node_ids)) for f in check_neuron(neuron) if f.severity == Severity.ERROR}
+
+
+def test_bridge_between_different_types_declined():
+    # The bridgeable fragment of test_missing_parent_cut_then_bridged..., typed axon: it lies at the
+    # end of a basal dendrite, so joining them would make a dendrite turn into an axon mid-branch.
+    axon = NEAR_FRAGMENT.replace(" 3 0 0 ", " 2 0 0 ")
+    n, res = fix(BASE + axon)
+    assert actions(res) == [("cut", "missing_parent")]
+    assert len(res.neuron.roots) == 2
+    [left] = res.declined
+    assert left["action"] == "bridge" and left["check"] == "fragment"
+    assert left["fix"] == {"node_id": 8, "parent_id": 7}
+    assert "axon" in left["why"] and "basal dendrite" in left["why"]
+    assert errors(res.neuron) <= errors(n) | {("fragment", frozenset({8}))}
+
+
+def test_bridge_of_a_neurite_onto_the_soma_allowed_but_not_of_a_soma_onto_a_neurite():
+    # A dendrite fragment below the soma, pointing at it: a neurite may grow from the soma.
+    below = "8 3 0 0 -3 1 -1\n9 3 0 0 -5 1 8\n10 3 0 0 -7 1 9\n"
+    n, res = fix(BASE + below)
+    assert actions(res) == [("bridge", "fragment")]
+    assert res.edits[0].node_ids == [8, 1]
+    assert len(res.neuron.roots) == 1
+    # A lone soma node 2 um past the dendrite's tip: hanging it from the dendrite would make a soma
+    # with a neurite parent.
+    n, res = fix(BASE + "8 1 0 0 17 3 -1\n")
+    assert not [e for e in res.edits if e.action == "bridge"]
+    assert [d["why"] for d in res.declined] == ["the bridge would join soma to basal dendrite"]
+
+
+@needs_real
+def test_real_dendrite_fragment_not_joined_to_the_axon():
+    # NeuroM's disconnected_neurite.swc: basal node 10 is a root 5.7 um from axon node 9. The old fix
+    # bridged them and added a type_change; now the bridge is declined and the fragment stays.
+    path = MORPHOLOGIES / "edge_cases" / "disconnected_neurite.swc"
+    n = read_swc(path)
+    res = fix_neuron(n)
+    assert not [e for e in res.edits if e.action == "bridge"]
+    assert any(d["action"] == "bridge" and "basal dendrite to axon" in d["why"] for d in res.declined)
+    assert errors(res.neuron) == errors(n) == {("fragment", frozenset({10}))}
+    # and a second soma on the first one (multiple_soma.swc) is joined: soma to soma
+    path = MORPHOLOGIES / "edge_cases" / "multiple_soma.swc"
+    n = read_swc(path)
+    res = fix_neuron(n)
+    assert ("bridge", "fragment") in actions(res)
+    assert errors(n) and errors(res.neuron) == set()
+
+
+def test_a_fix_that_adds_an_error_is_declined():
+    from neurorecon.qc.fixes import Baseline, Proposal
+
+    n = read_swc(CHECKS_DATA / "clean.swc")
+    guard = Baseline(n, check_neuron(n), CheckConfig())
+    # Cutting node 192 off the unbranched basal dendrite would make a fragment the input lacked.
+    cut = Proposal("test", Fix("cut", {"node_id": 192}), "a cut for the test")
+    delete = Proposal("test", Fix("delete", {"node_id": 190}), "a harmless delete for the test")
+    out, edits, declined = guard.apply(n, [cut, delete])
+    assert [e.node_ids for e in edits] == [[190]]
+    assert list(declined) == [cut.key]
+    assert "fragment" in declined[cut.key]
+    assert out.n_nodes == n.n_nodes - 1 and 192 in out.ids.tolist()
+
+
+def _retraced(neuron: Neuron, k: int):
+    """``neuron`` plus a new branch of ``k`` nodes that grows from a node of a long unbranched
+    section and retraces its next k nodes 0.05 spacing to the side, the last exactly on one: a
+    double-traced stretch whose tip closes a loop."""
+    from neurorecon.qc.context import CheckContext
+
+    ctx = CheckContext(neuron, CheckConfig())
+    tips = np.flatnonzero(neuron.n_children == 0)
+    sizes = np.bincount(ctx.section, minlength=len(neuron))
+    tip = int(tips[np.argmax(sizes[ctx.section[tips]])])
+    sec = np.flatnonzero(ctx.section == ctx.section[tip])
+    sec = sec[np.argsort(ctx.path_length[sec])]
+    assert len(sec) > k + 4
+    base, along = sec[1], sec[2:k + 2]
+    side = np.cross(neuron.xyz[sec[k + 2]] - neuron.xyz[base], [0.0, 0.0, 1.0])
+    side /= np.linalg.norm(side)
+    xyz = neuron.xyz[along] + 0.05 * ctx.spacing * side
+    xyz[-1] = neuron.xyz[along[-1]]
+    new_ids = np.arange(k) + neuron.ids.max() + 1
+    parents = np.concatenate([[neuron.ids[base]], new_ids[:-1]])
+    out = Neuron.from_arrays(np.concatenate([neuron.ids, new_ids]), np.concatenate([neuron.types, np.full(k, neuron.types[base])]),
+                             np.vstack([neuron.xyz, xyz]), np.concatenate([neuron.radius, neuron.radius[along]]),
+                             np.concatenate([neuron.parent_ids, parents]))
+    return out, new_ids.tolist()
+
+
+@needs_real
+@pytest.mark.parametrize("k", [3, 6, 12])
+def test_double_traced_stretch_removed_whole(k):
+    n0 = read_swc(MORPHOLOGIES / "allen_v1" / "Pvalb_469628681_m.swc")
+    n, stretch = _retraced(n0, k)
+    assert any(f.check == "loop" and stretch[-1] in f.node_ids for f in check_neuron(n))
+    res = fix_neuron(n)
+    [prune] = [e for e in res.edits if e.check == "loop"]
+    assert prune.action == "prune" and prune.node_ids == [stretch[0]]
+    assert prune.before["removed_ids"] == stretch
+    assert [r["xyz"] for r in prune.before["removed"]] == n.xyz[n.index_of(stretch)].tolist()
+    out = res.neuron
+    # no node of the stretch is left, every node of the real neuron is, with its id
+    assert not set(stretch) & set(out.ids.tolist())
+    assert set(n0.ids.tolist()) <= set(out.ids.tolist())
+    assert errors(out) <= errors(n0)
+    assert fix_neuron(out).edits == []
+
+
+# ------------------------------------------------------------------------------ CLI
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from neurorecon.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_cli_fix_keeps_ids_unless_renumber(tmp_path):
+    # zero-length node 5 and a basal fragment that may not be bridged onto the axon end
+    text = (BASE.replace("5 3 0 0 11 1 4", "5 3 0 0 9 1 4").replace(" 3 0 0 15 ", " 2 0 0 15 ")
+            + NEAR_FRAGMENT)
+    src = _write(tmp_path, text)
+    r = _cli("fix", src, "-o", tmp_path / "kept.swc")
+    assert r.exit_code == 0, r.output
+    kept = read_swc(tmp_path / "kept.swc")
+    assert kept.ids.tolist() == [1, 2, 3, 4, 6, 7, 8, 9, 10]
+    log = json.loads((tmp_path / "kept.edits.json").read_text())
+    assert [e["action"] for e in log["edits"]] == ["cut", "delete"]
+    assert [d["action"] for d in log["declined"]] == ["bridge"]
+    r = _cli("fix", src, "-o", tmp_path / "numbered.swc", "--renumber")
+    assert r.exit_code == 0, r.output
+    numbered = read_swc(tmp_path / "numbered.swc")
+    assert numbered.ids.tolist() == list(range(1, 10))
+    assert np.array_equal(numbered.xyz, kept.xyz)
+    assert [e["action"] for e in json.loads((tmp_path / "numbered.edits.json").read_text())["edits"]] == ["cut", "delete", "reindex"]
+    # fixing either output again changes nothing
+    for name, extra in (("kept", ()), ("numbered", ("--renumber",))):
+        r = _cli("fix", tmp_path / f"{name}.swc", "-o", tmp_path / f"{name}.again.swc", *extra)
+        assert r.exit_code == 0 and "nothing to fix" in r.output
+        assert (tmp_path / f"{name}.again.swc").read_text() == (tmp_path / f"{name}.swc").read_text()

@@ -1,7 +1,14 @@
 """The ``neurorecon`` command line: parse, call the API, print.
 
-Heavy modules (numpy, scipy, matplotlib) are imported inside the commands so that the CLI
+Heavy modules (numpy, scipy, tensorstore) are imported inside the commands so that the CLI
 starts fast.
+
+One vocabulary across commands (docs/cli.md is generated from this file by
+``python -m neurorecon.clidoc``): the inputs a command works on are arguments; its main output is
+``-o/--out``; ``--json FILE`` and ``--html DIR`` write reports (replaced on a rerun); an existing
+main output is replaced only with ``--overwrite``; an image a trace was traced in is ``--image``
+(``view``'s volumes are what it shows, so they are its arguments); ``--format`` is always a
+volume format. Every output is checked to be writable before the work starts.
 """
 
 from __future__ import annotations
@@ -12,13 +19,39 @@ from typing import List, Optional, Tuple
 
 import typer
 
+from . import __version__, _interrupt
+from .cliutil import (FailOn, ImageFormat, Split, VolumeFormat, document_arguments, exit_now as _exit, exits as _exits,
+                      print_detection as _print_detection, progress as _progress, stderr_console as _stderr_console)
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="neurorecon: check, fix and review neuron reconstructions.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"neurorecon {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
+                                       help="Print the version and exit.")) -> None:
+    """neurorecon: check, fix and review neuron reconstructions."""
 
 
 def _fail(message: str, code: int = 2) -> None:
     typer.echo(f"neurorecon: error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def _writable(path: Path, **kw) -> Path:
+    """check_writable, with its refusal as a usage error (before any work is done)."""
+    from .io.atomic import WriteError, check_writable
+
+    try:
+        return check_writable(path, **kw)
+    except WriteError as e:
+        _fail(str(e))
 
 
 def _config(config: Optional[Path], sets: List[str], disable: List[str], only: List[str]):
@@ -31,17 +64,20 @@ def _config(config: Optional[Path], sets: List[str], disable: List[str], only: L
 
 
 SetOpt = typer.Option([], "--set", metavar="KEY=VALUE", help="Override a threshold (see docs/checks.md); repeatable.")
-ConfigOpt = typer.Option(None, "--config", help="TOML file with [thresholds], [severity] and disable = [...].")
-DisableOpt = typer.Option([], "--disable", help="Check id to skip; repeatable.")
-OnlyOpt = typer.Option([], "--only", help="Run only this check id; repeatable.")
+ConfigOpt = typer.Option(None, "--config", metavar="FILE", help="TOML file with [thresholds], [severity] and disable = [...].")
+DisableOpt = typer.Option([], "--disable", metavar="ID", help="Check id to skip; repeatable.")
+OnlyOpt = typer.Option([], "--only", metavar="ID", help="Run only this check id; repeatable.")
+VoxelOpt = typer.Option(None, "--voxel-size", metavar="VX VY VZ", help="Voxel size in µm (default: from the file).")
+ImageOpt = typer.Option(..., "--image", metavar="IMAGE",
+                        help="The image the trace was traced in: 3D TIFF, slice folder, OME-Zarr/zarr, N5 or Neuroglancer precomputed (path or URL).")
 
 
-@app.command()
+@app.command(epilog=_exits("nothing at or above --fail-on was found", "something was found, or a file was unreadable"))
 def check(
     paths: List[str] = typer.Argument(..., help="SWC/ESWC files, folders or glob patterns."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the JSON report here."),
-    html_out: Optional[Path] = typer.Option(None, "--html", help="Write an HTML report per neuron into this folder."),
-    fail_on: str = typer.Option("error", "--fail-on", help="Exit 1 if anything at or above this severity is found: error, warning or info."),
+    json_out: Optional[str] = typer.Option(None, "--json", metavar="FILE", help="Write the JSON report to FILE (replaced; '-': print it instead of the tables)."),
+    html_out: Optional[Path] = typer.Option(None, "--html", metavar="DIR", help="Write an HTML report per neuron into this folder (its pages are replaced)."),
+    fail_on: FailOn = typer.Option(FailOn.error, "--fail-on", help="Exit 1 if anything at or above this severity is found."),
     jobs: int = typer.Option(1, "-j", "--jobs", min=1, help="Files checked in parallel."),
     config: Optional[Path] = ConfigOpt,
     sets: List[str] = SetOpt,
@@ -50,32 +86,32 @@ def check(
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print only the summary table."),
     max_rows: int = typer.Option(15, "--max-rows", help="Findings shown per file in the terminal."),
 ) -> None:
-    """Check reconstructions for structural, geometric, type and radius errors.
-
-    Exit code 0: nothing at or above --fail-on; 1: something was found (or a file was unreadable);
-    2: usage error.
-    """
+    """Check reconstructions for structural, geometric, type and radius errors."""
     from .qc.findings import Severity
     from .qc.run import PathError, expand_paths
 
-    try:
-        level = Severity.parse(fail_on)
-    except ValueError as e:
-        _fail(str(e))
+    level = Severity.parse(fail_on.value)
     cfg = _config(config, sets, disable, only)
     try:
         files = expand_paths(paths)
     except PathError as e:
         _fail(str(e))
+    if json_out and json_out != "-":
+        _writable(Path(json_out), overwrite=True, inputs=files)
+    if html_out:
+        _writable(html_out, folder=True)
     reports = _run_checks(files, cfg, jobs)
 
     from rich.console import Console
 
-    from .qc.report import exit_code, print_reports, write_json
+    from .qc.report import exit_code, print_reports, to_json, write_json
 
     console = Console(soft_wrap=False)
-    print_reports(reports, console, max_rows=max_rows, details=not quiet)
-    if json_out:
+    if json_out == "-":
+        typer.echo(to_json(reports))
+    else:
+        print_reports(reports, console, max_rows=max_rows, details=not quiet)
+    if json_out and json_out != "-":
         write_json(reports, json_out)
         console.print(f"JSON report: {json_out}")
     if html_out:
@@ -98,18 +134,13 @@ def _run_checks(files, cfg, jobs):
         return check_paths(files, cfg, jobs=jobs, on_done=lambda _: bar.advance(task))
 
 
-def _stderr_console():
-    from rich.console import Console
-
-    return Console(stderr=True)
-
-
-@app.command()
+@app.command(epilog=_exits("fixed (or planned, with --dry-run)", "an output could not be written"))
 def fix(
-    src: Path = typer.Argument(..., help="SWC/ESWC file to fix."),
-    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Fixed SWC; the edit log and .apo markers go beside it."),
+    src: Path = typer.Argument(..., help="SWC/ESWC file to fix (never changed unless -o names it and --overwrite is given)."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", metavar="FIXED.swc", help="Fixed SWC, required unless --dry-run; the edit log (.edits.json) and .apo markers go beside it."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan; write nothing."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Allow replacing existing outputs (or the input, if -o names it)."),
+    renumber: bool = typer.Option(False, "--renumber", help="Sort parents first and re-index the ids 1..N (default: every node keeps its id)."),
     config: Optional[Path] = ConfigOpt,
     sets: List[str] = SetOpt,
     disable: List[str] = DisableOpt,
@@ -122,9 +153,11 @@ def fix(
         _fail("give -o/--out FILE (or --dry-run)")
     if not src.is_file():
         _fail(f"{src}: no such file")
+    if not dry_run:
+        _writable(out, overwrite=True)    # fix_file refuses existing outputs, naming each
     cfg = _config(config, sets, disable, [])
     try:
-        result, paths = fix_file(src, out or src, cfg, dry_run=dry_run, overwrite=overwrite)
+        result, paths = fix_file(src, out or src, cfg, dry_run=dry_run, overwrite=overwrite, renumber=renumber)
     except (FixError, SwcParseError) as e:
         _fail(str(e))
     except OSError as e:
@@ -147,13 +180,14 @@ def fix(
 
 
 # ------------------------------------------------------------------------------ volumes
-@app.command()
+@app.command(epilog=_exits("converted, or already complete", "the output could not be written"))
 def convert(
     src: str = typer.Argument(..., help="3D TIFF, slice folder, OME-Zarr/zarr, N5 or Neuroglancer precomputed (path or URL)."),
-    dst: Path = typer.Argument(..., help="Output folder: OME-Zarr (a .zarr folder) or Neuroglancer precomputed."),
-    fmt: Optional[str] = typer.Option(None, "--format", help="ome-zarr or precomputed (default: ome-zarr for .zarr, else precomputed)."),
-    voxel_size: Optional[Tuple[float, float, float]] = typer.Option(None, "--voxel-size", metavar="VX VY VZ", help="Voxel size in µm (default: from the file)."),
-    labels: Optional[bool] = typer.Option(None, "--labels/--image", help="Downsample by the mode (labels) or the mean (image); default: 32/64-bit integers are labels."),
+    dst_arg: Optional[Path] = typer.Argument(None, metavar="[DST]", help="Deprecated: the output folder as a second argument; give -o/--out DST."),
+    dst_opt: Optional[Path] = typer.Option(None, "-o", "--out", metavar="DST", help="Output folder, required: OME-Zarr (a .zarr folder) or Neuroglancer precomputed."),
+    fmt: Optional[VolumeFormat] = typer.Option(None, "--format", help="Output format (default: ome-zarr for a .zarr folder, else precomputed)."),
+    voxel_size: Optional[Tuple[float, float, float]] = typer.Option(None, "--voxel-size", metavar="VX VY VZ", help="Voxel size in µm; required where the source records none."),
+    labels: Optional[bool] = typer.Option(None, "--labels/--no-labels", help="Downsample by the mode (a label volume) or the mean (an image); default: 32/64-bit integers are labels."),
     chunks: Tuple[int, int, int] = typer.Option((64, 64, 64), "--chunks", metavar="CZ CY CX", help="Chunk shape."),
     levels: Optional[int] = typer.Option(None, "--levels", min=1, help="Most pyramid levels (default: until one chunk holds the volume)."),
     scale: int = typer.Option(0, "--scale", min=0, help="Level of a multiscale source to read."),
@@ -163,18 +197,22 @@ def convert(
     from .io.convert import convert as run_convert
     from .io.volume import VolumeError
 
+    dst = _convert_dst(dst_arg, dst_opt)
+    _writable(dst, folder=True)
     bar = {}
 
     def progress(done: int, total: int) -> None:
         if not bar:
+            if done:
+                typer.echo(f"resuming {dst}: {done} of {total} units were done before; skipping them", err=True)
             bar["advance"], bar["stop"] = _progress(total, "converting")
             bar["advance"](done)
         else:
             bar["advance"](1)
 
     try:
-        rep = run_convert(src, dst, fmt=fmt, voxel_size=voxel_size, labels=labels, chunks=chunks, levels=levels,
-                          scale=scale, overwrite=overwrite, progress=progress)
+        rep = run_convert(src, dst, fmt=fmt and fmt.value, voxel_size=voxel_size, labels=labels, chunks=chunks,
+                          levels=levels, scale=scale, overwrite=overwrite, progress=progress)
     except VolumeError as e:
         _fail(str(e))
     except OSError as e:
@@ -182,6 +220,9 @@ def convert(
     finally:
         if bar:
             bar["stop"]()
+    if rep.complete_before:
+        typer.echo(f"{dst} is complete ({rep.units} units); nothing to do")
+        return
     plan = rep.plan
     kind = "labels (mode)" if plan.labels else "image (mean)"
     typer.echo(f"{dst}: {plan.fmt}, {plan.dtype} {kind}, {len(plan.levels)} levels")
@@ -192,37 +233,39 @@ def convert(
     typer.echo(f"{rep.source_bytes / 1e6:.1f} MB in {rep.seconds:.1f} s ({rep.mb_per_s:.1f} MB/s){resumed}")
 
 
+def _convert_dst(dst_arg: Optional[Path], dst_opt: Optional[Path]) -> Path:
+    if dst_arg is not None and dst_opt is not None:
+        _fail("give the output once: -o/--out DST")
+    if dst_arg is None and dst_opt is None:
+        _fail("give the output folder: -o/--out DST")
+    if dst_arg is not None:
+        typer.echo("warning: DST as a second argument is deprecated; give -o/--out DST", err=True)
+    return dst_arg or dst_opt
+
+
 # ------------------------------------------------------------------------------ AI error detection
-def _progress(total: int, label: str):
-    """A rich progress bar on stderr; returns (advance, stop). None where stderr is not a terminal
-    (a pipe, a file, a job's log): rich would not draw it there, and its import, set-up and
-    refresh thread still cost ~50 ms."""
-    if not sys.stderr.isatty():
-        return (lambda k=1: None), (lambda: None)
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(TextColumn(label), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(),
-                   console=_stderr_console(), transient=True)
-    task = bar.add_task(label, total=total)
-    bar.start()
-    return (lambda k=1: bar.advance(task, k)), bar.stop
+ForceOpt = typer.Option(False, "--force", help="Go on when the image covers less than half the trace or the voxel "
+                        "size does not fit it (nodes outside the image are still not scored).")
 
 
-@app.command()
+@app.command(epilog=_exits("scored", "SCORES.csv could not be written"))
 def detect(
     trace: Path = typer.Argument(..., help="The manual trace (SWC/ESWC, µm)."),
-    image: str = typer.Option(..., "--image", help="3D TIFF, slice folder, OME-Zarr/zarr, N5 or Neuroglancer precomputed (path or URL)."),
-    voxel_size: Optional[Tuple[float, float, float]] = typer.Option(None, "--voxel-size", metavar="VX VY VZ", help="Voxel size in µm (default: from the file)."),
-    out: Path = typer.Option(..., "--out", help="SCORES.csv: node_id,p_error,flag,reason,x,y,z,fix."),
+    image: str = ImageOpt,
+    voxel_size: Optional[Tuple[float, float, float]] = VoxelOpt,
+    out: Path = typer.Option(..., "-o", "--out", metavar="SCORES.csv", help="Scores to write: node_id,p_error,flag,reason,x,y,z,fix."),
     threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0, help="Flag nodes with p_error at or above this."),
-    html_out: Optional[Path] = typer.Option(None, "--html", help="Also write the check report with the flagged nodes and image snippets here."),
-    model: Optional[Path] = typer.Option(None, "--model", help="A model folder from `neurorecon train` (default: the shipped one)."),
+    html_out: Optional[Path] = typer.Option(None, "--html", metavar="DIR", help="Also write the check report with the flagged nodes and image snippets into this folder."),
+    model: Optional[Path] = typer.Option(None, "--model", metavar="DIR", help="A model folder from `neurorecon train` (default: the shipped one)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing SCORES.csv."),
+    force: bool = ForceOpt,
 ) -> None:
     """Score every node of a trace for tracing errors against the image it was traced in.
 
     Conventions: SWC x, y, z in µm; a 3D image is indexed [z, y, x]; the centre of voxel [k, j, i]
-    is at (i*VX, j*VY, k*VZ).
+    is at (i*VX, j*VY, k*VZ). Nodes outside the image are not scored (empty p_error); an image
+    holding less than half the trace, or a voxel size at which the trace does not lie on the
+    image's fibres, is an error unless --force.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -232,8 +275,9 @@ def detect(
     from .io.volume import VolumeError, open_volume
 
     vs = _voxel_size(voxel_size)
-    if out.exists() and not overwrite:
-        _fail(f"{out} exists; pass --overwrite to replace it")
+    _writable(out, overwrite=overwrite, inputs=[trace, image] + ([model] if model else []))
+    if html_out:
+        _writable(html_out, folder=True)
     if not trace.is_file():
         _fail(f"{trace}: no such file")
     if model is not None and not model.is_dir():
@@ -245,6 +289,7 @@ def detect(
         _fail(str(e))
     if vs is None and not volume.voxel_size_known:
         _fail(f"{image}: the voxel size is not recorded in the file; give --voxel-size VX VY VZ")
+    cov = _coverage(neuron, volume, force)
     advance, stop = _progress(len(neuron), "scoring nodes")
     # The model loads (LightGBM's import and the trees' parse, ~0.4 s) in a thread while the
     # features are computed; detect() waits for it when it needs it. The thread starts only after
@@ -253,7 +298,8 @@ def detect(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="neurorecon-model") as ex:
         detector = ex.submit(load_detector, model, without_pandas=True)
         try:
-            result = run_detect(neuron, volume, detector=detector, threshold=threshold, progress=advance)
+            result = run_detect(neuron, volume, detector=detector, threshold=threshold, progress=advance,
+                                force=True, coverage=cov)
         except ModelError as e:
             _fail(str(e))
         finally:
@@ -269,6 +315,16 @@ def detect(
         typer.echo(f"HTML report: {write_detection_html(result, trace, volume, html_out)}")
 
 
+def _coverage(neuron, volume, force: bool):
+    """The image's coverage of the trace (detect/coverage.py); exit 2 with what was found unless forced."""
+    from .detect.coverage import measure_coverage
+
+    cov = measure_coverage(neuron.xyz, volume, neuron.parent)
+    if cov.problem and not force:
+        _fail(f"{cov.problem} (--voxel-size VX VY VZ, --image; --force to go on anyway)")
+    return cov
+
+
 def _voxel_size(values):
     if not values:
         return None
@@ -277,47 +333,41 @@ def _voxel_size(values):
     return tuple(values)
 
 
-def _print_detection(result, out: Path) -> None:
-    from collections import Counter
-
-    for w in result.warnings:
-        typer.echo(f"warning: {w}", err=True)
-    flagged = result.flagged
-    by_reason = Counter(result.reason[flagged].tolist())
-    n_fix = sum(f is not None for f in result.fixes)
-    typer.echo(f"{len(result.neuron)} nodes scored, {int(flagged.sum())} flagged (p >= {result.threshold}), "
-               f"{n_fix} with a proposed correction")
-    for k, v in by_reason.most_common():
-        typer.echo(f"  {k:16s} {v}")
-    typer.echo(f"scores: {out}")
-
-
-@app.command()
+@app.command(epilog=_exits("evaluated"))
 def evaluate(
     scores: Path = typer.Argument(..., help="SCORES.csv from `neurorecon detect` (node_id, p_error)."),
-    labels: Path = typer.Argument(..., help="LABELS.csv (node_id, label[, error_type]), e.g. from `neurorecon synth`."),
+    labels: Path = typer.Argument(..., help="LABELS.csv of the same trace (node_id, label[, error_type]), e.g. from `neurorecon synth`."),
     fpr: float = typer.Option(0.014, "--fpr", min=0.0, max=1.0, help="False-positive rate for the recall figure."),
-    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    json_out: Optional[str] = typer.Option(None, "--json", metavar="FILE", help="Write the metrics as JSON to FILE (replaced; '-': print them instead of the table)."),
+    partial_labels: bool = typer.Option(False, "--partial-labels", help="Allow LABELS.csv to label only some of the scored nodes (default: both name the same nodes)."),
 ) -> None:
     """AUC, accuracy at 0.5, recall at a fixed false-positive rate and recall per error type."""
     import json
 
     from .detect.evaluate import EvaluationError, evaluate_files, format_metrics
 
+    if json_out and json_out != "-":
+        _writable(Path(json_out), overwrite=True, inputs=[scores, labels])
     try:
-        m = evaluate_files(scores, labels, fpr)
+        m = evaluate_files(scores, labels, fpr, partial_labels=partial_labels)
     except EvaluationError as e:
         _fail(str(e))
-    typer.echo(json.dumps(m.to_dict(), indent=1) if json_out else format_metrics(m, fpr))
+    text = json.dumps(m.to_dict(), indent=1)
+    typer.echo(text if json_out == "-" else format_metrics(m, fpr))
+    if json_out and json_out != "-":
+        from .io.atomic import atomic_write_text
+
+        atomic_write_text(json_out, text + "\n")
+        typer.echo(f"JSON: {json_out}")
 
 
-@app.command()
+@app.command(epilog=_exits("written", "no source neurons were found"))
 def synth(
-    out: Path = typer.Option(..., "--out", help="Folder for the samples (image, trace .swc, .labels.csv, .json)."),
+    out: Path = typer.Option(..., "-o", "--out", metavar="DIR", help="Folder for the samples (image, trace .swc, .labels.csv, .json)."),
     n: int = typer.Option(4, "-n", "--n", min=1, help="Number of crops."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same samples."),
-    split: str = typer.Option("heldout", "--split", help="train (training neurons, random imaging) or heldout (held-out neurons and settings)."),
-    fmt: str = typer.Option("tif", "--format", help="Image format: tif or zarr (OME-Zarr)."),
+    split: Split = typer.Option(Split.heldout, "--split", help="train: training neurons, random imaging; heldout: held-out neurons and settings."),
+    fmt: ImageFormat = typer.Option(ImageFormat.tif, "--image-format", help="Image file format: tif (3D TIFF) or zarr (OME-Zarr)."),
     size: Tuple[float, float, float] = typer.Option((80.0, 80.0, 48.0), "--size", metavar="X Y Z", help="Crop size in µm."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace crops already in --out."),
 ) -> None:
@@ -325,12 +375,10 @@ def synth(
     from .detect.dataset import HELDOUT_SOURCES, TRAIN_SOURCES, draw_sample, load_sources
     from .detect.synth import write_sample
 
-    if split not in ("train", "heldout"):
-        _fail("--split is train or heldout")
-    if fmt not in ("tif", "zarr"):
-        _fail("--format is tif or zarr")
+    split, fmt = split.value, fmt.value
     if min(size) < 16:
         _fail("--size takes three numbers of at least 16 µm")
+    _writable(out, folder=True)
     if not overwrite and out.is_dir() and any(out.glob("crop_*")):
         _fail(f"{out} already holds crops; pass --overwrite to replace them")
     try:
@@ -351,20 +399,21 @@ def synth(
                    f"({', '.join(sample.info['errors']) or 'none'}), {sample.imaging.name}, voxel {sample.imaging.voxel_size}")
 
 
-@app.command()
+@app.command(epilog=_exits("trained", "no source neurons were found"))
 def train(
-    out: Path = typer.Option(..., "--out", help="Model folder to write (the shipped one is src/neurorecon/detect/models)."),
+    out: Path = typer.Option(..., "-o", "--out", metavar="DIR", help="Model folder to write (the shipped one is src/neurorecon/detect/models)."),
     n_train: int = typer.Option(1200, "--n-train", min=4, help="Training crops."),
     n_valid: int = typer.Option(150, "--n-valid", min=2, help="Validation crops (early stopping)."),
     n_heldout: int = typer.Option(400, "--n-heldout", min=0, help="Held-out crops to measure (0: skip)."),
-    seed: int = typer.Option(0, "--seed"),
-    jobs: int = typer.Option(2, "-j", "--jobs", min=1),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same crops and model."),
+    jobs: int = typer.Option(2, "-j", "--jobs", min=1, help="Processes generating crops."),
     rounds: int = typer.Option(200, "--rounds", min=1, help="Most boosting rounds."),
 ) -> None:
     """Generate the benchmark and train the detector (fixed seeds: same command, same model)."""
     from .detect.evaluate import format_metrics
     from .detect.train import train as run_train
 
+    _writable(out, folder=True)
     total = n_train + n_valid + n_heldout
     advance, stop = _progress(total, "generating crops")
     try:
@@ -411,6 +460,7 @@ def _serve(url: str, open_browser: bool, lock=None) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    _interrupt.raise_keyboard_interrupt()     # Ctrl-C ends the wait below, not the process
     typer.echo(f"viewer: {url}\n(Ctrl-C to stop)")
     sys.stdout.flush()
     if open_browser:
@@ -427,59 +477,79 @@ def _serve(url: str, open_browser: bool, lock=None) -> None:
             pass
 
 
-@app.command()
+@app.command(epilog=_exits("stopped with Ctrl-C or SIGTERM, every decision saved", "the decisions file could not be written", served=True))
 def review(
     trace: Path = typer.Argument(..., help="The trace to proofread (SWC/ESWC, µm)."),
-    image: str = typer.Option(..., "--image", help="Its image: any format `detect` reads (path or URL)."),
-    voxel_size: Optional[Tuple[float, float, float]] = typer.Option(None, "--voxel-size", metavar="VX VY VZ", help="Voxel size in µm (default: from the file)."),
-    scores: Optional[Path] = typer.Option(None, "--scores", help="SCORES.csv from `neurorecon detect`: its flagged nodes are reviewed too."),
-    review_file: Optional[Path] = typer.Option(None, "--review", help="The decisions file (default: TRACE.review.json); resumed if it exists."),
+    image: str = ImageOpt,
+    voxel_size: Optional[Tuple[float, float, float]] = VoxelOpt,
+    scores: Optional[Path] = typer.Option(None, "--scores", metavar="SCORES.csv", help="SCORES.csv from `neurorecon detect`: its flagged nodes are reviewed too."),
+    review_file: Optional[Path] = typer.Option(None, "--review", metavar="REVIEW.json", help="The decisions file (default: TRACE.review.json); resumed if it exists."),
     threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0, help="Review detector scores at or above this."),
     port: int = PortOpt,
     open_browser: bool = OpenOpt,
     config: Optional[Path] = ConfigOpt,
     sets: List[str] = SetOpt,
     disable: List[str] = DisableOpt,
+    force: bool = ForceOpt,
 ) -> None:
     """Proofread in Neuroglancer: step through the check findings and detector flags, decide each.
 
     Keys: n/p next/previous flag, a accept the proposed fix, r reject, e mark as error (note: edit
     the flag's description first), u undo. Every decision is saved to REVIEW.json at once; run
-    the command again to resume, then `neurorecon apply`.
+    the command again to resume, then `neurorecon apply`. Detector flags on nodes outside the
+    image are not opened; an image holding less than half the trace, or a voxel size that does
+    not fit it, is an error unless --force.
     """
-    from .io.swc import SwcParseError
-    from .viewer.flags import ScoresError
+    from .io.swc import SwcParseError, read_swc
+    from .viewer.flags import ScoresError, drop_uncovered, read_scores
     from .viewer.session import ReviewError
 
     for path, what in ((trace, "trace"), (scores, "scores file")):
         if path is not None and not path.is_file():
             _fail(f"{path}: no such {what}")
+    review_file = review_file or trace.with_suffix(".review.json")
+    _writable(review_file, overwrite=True, inputs=[trace, image] + ([scores] if scores else []))
     volume = _open_image(image, voxel_size)
+    try:
+        neuron = read_swc(trace)
+    except SwcParseError as e:
+        _fail(str(e))
+    cov = _coverage(neuron, volume, force)
+    if cov.problem:
+        typer.echo(f"warning: going on anyway (--force): {cov.problem}", err=True)
+    outside = neuron.ids[~cov.covered].tolist()
     cfg = _config(config, sets, disable, [])
     from .viewer.review import open_review, start_server
 
-    review_file = review_file or trace.with_suffix(".review.json")
     start_server(port)
     try:
         rv = open_review(str(trace), volume, str(review_file), scores=None if scores is None else str(scores),
-                         threshold=threshold, config=cfg)
+                         threshold=threshold, config=cfg, uncovered=outside)
+        detector = read_scores(scores, neuron, threshold) if scores is not None and outside else []
     except (SwcParseError, ScoresError, ReviewError) as e:
         _fail(str(e))
     except OSError as e:
         _fail(f"{e.filename or review_file}: {e.strerror or e}", 1)
     c = rv.session.counts()
+    typer.echo(f"coverage: {cov.summary()}")
+    if detector:
+        typer.echo(f"{len(detector) - len(drop_uncovered(detector, outside))} detector flags on nodes outside the "
+                   "image not opened")
     typer.echo(f"review: {review_file}: {len(rv.session.flags)} flags, {c['undecided']} undecided")
+    if rv.session.upgraded_from is not None:
+        typer.echo(f"note: {review_file} is a version-{rv.session.upgraded_from} review (one flag per node); it is "
+                   "resumed as it is; a new --review file gets one flag per error site")
     _serve(rv.url, open_browser, rv.session.lock)
     c = rv.session.counts()
     typer.echo(f"saved {review_file} ({len(rv.session.flags) - c['undecided']} of {len(rv.session.flags)} decided); "
                f"next: neurorecon apply {trace} {review_file} -o FIXED.swc")
 
 
-@app.command("apply")
+@app.command("apply", epilog=_exits("applied", "an output could not be written"))
 def apply_review_cmd(
     trace: Path = typer.Argument(..., help="The reviewed trace (SWC/ESWC)."),
     review_file: Path = typer.Argument(..., help="REVIEW.json from `neurorecon review`."),
-    out: Path = typer.Option(..., "-o", "--out", help="Corrected SWC; the edit log and .apo markers go beside it."),
+    out: Path = typer.Option(..., "-o", "--out", metavar="FIXED.swc", help="Corrected SWC; the edit log (.edits.json) and .apo markers go beside it."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Allow replacing existing outputs (or an input, if -o names it)."),
 ) -> None:
     """Apply the accepted fixes of a review; nodes marked as errors become .apo markers."""
@@ -491,6 +561,7 @@ def apply_review_cmd(
     for path, what in ((trace, "trace"), (review_file, "review file")):
         if not path.is_file():
             _fail(f"{path}: no such {what}")
+    _writable(out, overwrite=True)    # apply_review refuses existing outputs and inputs, naming each
     try:
         res = apply_review(trace, review_file, out, overwrite=overwrite)
     except (ReviewError, FixError, SwcParseError) as e:
@@ -501,19 +572,23 @@ def apply_review_cmd(
     typer.echo(f"flags seen: {s['flags']}; accepted {s['accept']}, rejected {s['reject']}, "
                f"marked as error {s['error']}, undecided {s['undecided']}")
     if s["median_seconds"] is not None:
-        typer.echo(f"time per decision: median {s['median_seconds']:.1f} s, mean {s['mean_seconds']:.1f} s")
+        typer.echo(f"active time per decision: median {s['median_seconds']:.1f} s, mean {s['mean_seconds']:.1f} s, "
+                   f"total {s['total_active_seconds']:.1f} s (wall median {s['median_wall_seconds']:.1f} s)")
+    elif s["median_wall_seconds"] is not None:
+        typer.echo(f"time per decision: median {s['median_wall_seconds']:.1f} s wall (no active time in this "
+                   "version-1 review)")
     typer.echo(f"{len(res.edits)} edit(s) applied")
     for f, why in res.skipped:
         typer.echo(f"skipped: {f.key}: {why}", err=True)
     typer.echo(f"fixed SWC: {res.paths.swc}\nedit log: {res.paths.log}\nreview markers: {res.paths.apo}")
 
 
-@app.command()
+@app.command(epilog=_exits("stopped with Ctrl-C or SIGTERM", served=True))
 def view(
-    images: Optional[List[str]] = typer.Argument(None, help="Images: any format `detect` reads (paths or URLs)."),
+    images: Optional[List[str]] = typer.Argument(None, help="Volumes to show: any format `detect` reads (paths or URLs). What `view` is about, so arguments, not --image."),
     voxel_size: Optional[Tuple[float, float, float]] = typer.Option(None, "--voxel-size", metavar="VX VY VZ", help="Voxel size in µm for every volume (default: from the files)."),
-    skeleton: List[Path] = typer.Option([], "--skeleton", help="An SWC trace, coloured by node type; repeatable."),
-    segmentation: Optional[str] = typer.Option(None, "--segmentation", help="A label volume (0: background)."),
+    skeleton: List[Path] = typer.Option([], "--skeleton", metavar="SWC", help="An SWC trace, coloured by node type; repeatable."),
+    segmentation: Optional[str] = typer.Option(None, "--segmentation", metavar="VOLUME", help="A label volume (0: background)."),
     port: int = PortOpt,
     open_browser: bool = OpenOpt,
 ) -> None:
@@ -539,7 +614,7 @@ def view(
     _serve(viewer.get_viewer_url(), open_browser)
 
 
-@app.command("checks")
+@app.command("checks", epilog=_exits("listed"))
 def list_checks() -> None:
     """List the check ids with their default severity."""
     from .qc.checks import CHECKS
@@ -548,33 +623,22 @@ def list_checks() -> None:
         typer.echo(f"{spec.id:22s} {str(spec.severity):8s} {'fix ' if spec.fixable else '    '}{spec.summary}")
 
 
+def command():
+    """The click command behind ``app``, with every argument's help (see cliutil.document_arguments)."""
+    return document_arguments(typer.main.get_command(app))
+
+
 def main() -> None:
+    """The ``neurorecon`` command (``python -m neurorecon`` installs the Ctrl-C handling before
+    this module's imports; it is installed here too for scripts that call main() directly)."""
+    _interrupt.install()
     try:
-        app()
+        command()(prog_name="neurorecon")
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+        typer.echo("neurorecon: interrupted", err=True)
+        _exit(130)
     except SystemExit as e:       # how typer ends every run, successful or not
         _exit(e.code)
-
-
-def _exit(code) -> None:
-    """End the process without tearing the interpreter down: freeing every module and object one
-    by one (numpy, scipy, LightGBM and the pandas it imports) takes 0.1-0.3 s that a finished
-    command has no use for. atexit handlers still run and the standard streams are flushed."""
-    import atexit
-    import os
-
-    if code is not None and not isinstance(code, int):     # sys.exit("message"), as Python prints it
-        print(code, file=sys.stderr)
-        code = 1
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):     # a closed pipe: nothing more can be said there
-            pass
-    os._exit(code or 0)
 
 
 if __name__ == "__main__":

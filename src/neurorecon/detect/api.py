@@ -5,6 +5,12 @@ Usage (tests/test_detect.py runs the same on generated images)::
     from neurorecon.detect import detect_file
     result = detect_file("trace.swc", "image.tif", voxel_size=(0.3, 0.3, 1.0))
     result.write_csv("scores.csv")
+
+Before any node is scored the image's coverage of the trace is measured
+(:mod:`neurorecon.detect.coverage`): nodes outside the image are not scored (p_error NaN, an empty
+cell in SCORES.csv, reason ``outside_image``), and an image that holds less than half of the trace,
+or a voxel size at which the trace does not lie on the image's fibres, is a :class:`CoverageError`
+unless ``force=True``.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import numpy as np
 from ..morphology.neuron import Neuron
 from ..qc.findings import Finding, Fix, Severity, make_finding
 from .correct import propose
+from .coverage import Coverage, measure_coverage
 from .features import FeatureTable, compute_features
 
 THRESHOLD = 0.5
@@ -28,32 +35,46 @@ THRESHOLD = 0.5
 TRAINED_SPACING_UM = (1.0, 3.5)
 
 
+#: The reason of the nodes the image does not cover (not scored).
+OUTSIDE = "outside_image"
+
+
 class DetectError(ValueError):
     pass
+
+
+class CoverageError(DetectError):
+    """The image does not hold the trace, or the voxel size does not fit it (one line: what was found)."""
 
 
 @dataclass
 class Detection:
     neuron: Neuron
     p_error: np.ndarray
-    reason: np.ndarray            # error type name per node ("" where not flagged)
+    reason: np.ndarray            # error type per node ("" where not flagged, OUTSIDE where not scored)
     fixes: list                   # Fix or None per node
     features: FeatureTable
     threshold: float = THRESHOLD
+    coverage: Coverage | None = None   # what the image covers; p_error is NaN where it does not
 
     @property
     def flagged(self) -> np.ndarray:
-        return self.p_error >= self.threshold
+        return self.p_error >= self.threshold          # False where NaN (not scored)
+
+    @property
+    def scored(self) -> np.ndarray:
+        return np.isfinite(self.p_error)
 
     @property
     def warnings(self) -> list[str]:
         """What the reviewer should know before trusting the flags."""
         lo, hi = TRAINED_SPACING_UM
         s = self.features.spacing
+        out = [f"scored anyway (forced): {self.coverage.problem}"] if self.coverage and self.coverage.problem else []
         if len(self.neuron) > 1 and not lo * 0.9 <= s <= hi * 1.1:
-            return [f"median node spacing {s:.2f} µm is outside the {lo:g}-{hi:g} µm the detector was trained on: "
-                    "its flags are less reliable"]
-        return []
+            out.append(f"median node spacing {s:.2f} µm is outside the {lo:g}-{hi:g} µm the detector was trained on: "
+                       "its flags are less reliable")
+        return out
 
     def findings(self) -> list[Finding]:
         """Flagged nodes as check-report findings (check id ``detector.<reason>``), highest p first."""
@@ -71,9 +92,10 @@ class Detection:
             text = json.dumps(self.fixes[r].to_dict(), separators=(",", ":"))
             fix[r] = '"' + text.replace('"', '""') + '"'     # CSV quoting: the JSON holds commas
         xyz = self.neuron.xyz.T.tolist()
-        cols = (self.neuron.ids.tolist(), self.p_error.tolist(), self.flagged.view(np.int8).tolist(),
-                self.reason.tolist(), *xyz, fix)
-        line = "%d,%.5f,%d,%s,%.4f,%.4f,%.4f,%s\n"
+        p, line = self.p_error.tolist(), "%d,%.5f,%d,%s,%.4f,%.4f,%.4f,%s\n"
+        if not self.scored.all():         # nodes not scored: an empty p_error cell
+            p, line = ["" if v != v else "%.5f" % v for v in p], line.replace("%.5f", "%s", 1)
+        cols = (self.neuron.ids.tolist(), p, self.flagged.view(np.int8).tolist(), self.reason.tolist(), *xyz, fix)
         return "node_id,p_error,flag,reason,x,y,z,fix\n" + "".join([line % row for row in zip(*cols)])
 
     def write_csv(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -99,7 +121,8 @@ REASON_TEXT = {
 }
 
 
-def detect(neuron: Neuron, volume, *, detector=None, threshold: float = THRESHOLD, progress=None) -> Detection:
+def detect(neuron: Neuron, volume, *, detector=None, threshold: float = THRESHOLD, progress=None,
+           force: bool = False, coverage: Coverage | None = None) -> Detection:
     """Score ``neuron`` (µm) against ``volume`` (a :class:`neurorecon.io.volume.Volume`).
 
     Parameters
@@ -117,12 +140,27 @@ def detect(neuron: Neuron, volume, *, detector=None, threshold: float = THRESHOL
         Nodes with p(error) at or above it are flagged, given a reason and maybe a correction.
     progress : callable, optional
         Called with the number of nodes measured, as they are.
+    force : bool
+        Score even when the coverage check fails (nodes outside the image are still not scored).
+    coverage : Coverage, optional
+        :func:`neurorecon.detect.coverage.measure_coverage` of this trace and image, if already
+        measured (the CLI does, before the model loads).
 
     Returns
     -------
     Detection
+
+    Raises
+    ------
+    CoverageError
+        Less than half the trace inside the image, or a trace that does not lie on the image's
+        fibres at its voxel size (see :mod:`neurorecon.detect.coverage`); not with ``force``.
     """
     from .model import load_detector
+
+    cov = coverage if coverage is not None else measure_coverage(neuron.xyz, volume, neuron.parent)
+    if cov.problem and not force:
+        raise CoverageError(cov.problem)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="neurorecon-model") as ex:
         if detector is None:
@@ -134,6 +172,8 @@ def detect(neuron: Neuron, volume, *, detector=None, threshold: float = THRESHOL
         if isinstance(detector, Future):
             detector = detector.result()
     p, reason = detector.predict(ft.X, ft.names, ft.parent, reason_threshold=threshold)
+    p = np.where(cov.covered, p, np.nan)
+    reason = np.where(cov.covered, reason, OUTSIDE)
     flagged = p >= threshold
     bg = float(np.nanmedian(ft.raw.background)) if np.isfinite(ft.raw.background).any() else 0.0
     contrast = float(np.median(ft.contrast)) if len(ft.contrast) else 1.0
@@ -148,7 +188,7 @@ def detect(neuron: Neuron, volume, *, detector=None, threshold: float = THRESHOL
     moving = np.isfinite(move_to).all(1)
     fixes = propose(neuron, p, flagged, reason, np.where(moving[:, None], move_to - neuron.xyz, 0.0), moving,
                     sample_line)
-    return Detection(neuron, p, reason, fixes, ft, threshold)
+    return Detection(neuron, p, reason, fixes, ft, threshold, cov)
 
 
 def _import_after(loading, module: str) -> None:
@@ -191,4 +231,4 @@ def detect_file(trace: str | os.PathLike, image, voxel_size=None, **kw) -> Detec
     return detect(neuron, volume, **kw)
 
 
-__all__ = ["Detection", "DetectError", "detect", "detect_file", "Fix"]
+__all__ = ["CoverageError", "Detection", "DetectError", "OUTSIDE", "detect", "detect_file", "Fix"]

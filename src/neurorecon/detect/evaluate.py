@@ -115,26 +115,55 @@ def _read_csv(path: str | os.PathLike, need: tuple[str, ...]) -> dict[str, list[
     return {c: [r[c] for r in rows] for c in header}
 
 
-def evaluate_files(scores: str | os.PathLike, labels: str | os.PathLike, fpr: float = REFERENCE_FPR) -> Metrics:
-    """Match SCORES.csv (node_id, p_error) and LABELS.csv (node_id, label[, error_type]) by node id."""
+def evaluate_files(scores: str | os.PathLike, labels: str | os.PathLike, fpr: float = REFERENCE_FPR, *,
+                   partial_labels: bool = False) -> Metrics:
+    """Match SCORES.csv (node_id, p_error) and LABELS.csv (node_id, label[, error_type]) by node id.
+
+    Both files must name the same nodes: ``detect`` scores, and ``synth`` labels, every node of
+    a trace, so ids that differ mean files of two different neurons (which would score a
+    meaningless AUC). With ``partial_labels`` the labels may cover only some scored nodes. Nodes
+    with an empty p_error (not scored: outside the image) are left out of the metrics.
+
+    Raises
+    ------
+    EvaluationError
+        Unreadable files, missing columns, bad values, or node ids that do not match.
+    """
     s = _read_csv(scores, ("node_id", "p_error"))
     lab = _read_csv(labels, ("node_id", "label"))
+    unscored = np.array([not v.strip() for v in s["p_error"]], dtype=bool)   # outside the image
     try:
         sid = np.array(s["node_id"], dtype=np.int64)
-        p = np.array(s["p_error"], dtype=float)
+        p = np.array([v if v.strip() else "nan" for v in s["p_error"]], dtype=float)
         lid = np.array(lab["node_id"], dtype=np.int64)
         y = np.array(lab["label"], dtype=np.int64)
     except ValueError as e:
         raise EvaluationError(f"{scores} / {labels}: non-numeric node_id, p_error or label ({e})") from None
-    if np.any((p < 0) | (p > 1)) or np.isnan(p).any():
+    if np.any((p < 0) | (p > 1)) or np.isnan(p[~unscored]).any():
         raise EvaluationError(f"{scores}: p_error must lie in [0, 1]")
     order = np.argsort(sid)
     pos = np.searchsorted(sid[order], lid)
     ok = (pos < len(sid)) & (sid[order][np.minimum(pos, len(sid) - 1)] == lid)
-    if not ok.all():
-        raise EvaluationError(f"{int((~ok).sum())} labelled node(s) have no score, e.g. node {int(lid[~ok][0])}")
+    _check_same_nodes(scores, labels, sid, lid, ok, partial_labels)
     names = np.array(lab.get("error_type", [""] * len(lid)), dtype=object)
-    return evaluate(y, p[order][pos], names, fpr)
+    p_lab = p[order][pos]
+    keep = np.isfinite(p_lab)               # nodes not scored (outside the image) are not measured
+    if not keep.any():
+        raise EvaluationError(f"{scores}: no labelled node was scored (all outside the image?)")
+    return evaluate(y[keep], p_lab[keep], names[keep], fpr)
+
+
+def _check_same_nodes(scores, labels, sid, lid, found, partial_labels: bool) -> None:
+    only_scores = len(np.setdiff1d(sid, lid))
+    if found.all() and (partial_labels or only_scores == 0):
+        return
+    shared = int(found.sum())
+    only_labels = int((~found).sum())
+    first = f", e.g. node {int(lid[~found][0])} has no score" if only_labels else ""
+    raise EvaluationError(
+        f"{scores} and {labels} do not name the same nodes: {shared} node id(s) in both, {only_scores} only in the "
+        f"scores, {only_labels} only in the labels{first}; are they of the same trace?"
+        + ("" if only_labels else " (--partial-labels if the labels cover only some nodes)"))
 
 
 def format_metrics(m: Metrics, fpr: float = REFERENCE_FPR) -> str:

@@ -27,14 +27,14 @@ class Scores:
     None where the file has no such column or an empty cell)."""
 
     node_id: np.ndarray     # int64, unique
-    p_error: np.ndarray     # float64 in [0, 1]
+    p_error: np.ndarray     # float64 in [0, 1]; NaN where the cell is empty (a node the image does not cover)
     reason: list
     fix: list               # dict (a proposed correction) or None
 
 
 def read_scores_csv(path: str | os.PathLike) -> Scores:
     """Read a SCORES.csv: ``node_id`` and ``p_error`` required, ``reason`` and ``fix`` (JSON) where
-    present.
+    present. An empty ``p_error`` is a node that was not scored (outside the image): NaN.
 
     Raises
     ------
@@ -60,8 +60,8 @@ def read_scores_csv(path: str | os.PathLike) -> Scores:
     if short is not None:
         raise ScoresError(f"{path}: line {short + 2}: {len(body[short])} fields, the header has {len(head)}")
     ids = _column(path, body, col["node_id"], "node_id", np.int64)
-    p = _column(path, body, col["p_error"], "p_error", np.float64)
-    bad = np.flatnonzero(~((p >= 0) & (p <= 1)))
+    p = _column(path, body, col["p_error"], "p_error", np.float64, empty_ok=True)
+    bad = np.flatnonzero(~((p >= 0) & (p <= 1)) & ~_empty(body, col["p_error"]))
     if len(bad):
         raise ScoresError(f"{path}: line {bad[0] + 2}: p_error {body[bad[0]][col['p_error']]!r} is not in [0, 1]")
     uniq, counts = np.unique(ids, return_counts=True)
@@ -72,8 +72,15 @@ def read_scores_csv(path: str | os.PathLike) -> Scores:
     return Scores(ids, p, reason, fix)
 
 
-def _column(path: Path, body: list, k: int, name: str, dtype) -> np.ndarray:
+def _empty(body: list, k: int) -> np.ndarray:
+    return np.array([not r[k].strip() for r in body], dtype=bool)
+
+
+def _column(path: Path, body: list, k: int, name: str, dtype, empty_ok: bool = False) -> np.ndarray:
+    """One column as numbers; with ``empty_ok``, empty cells are NaN (and ``nan`` text is not)."""
     values = [r[k].strip() for r in body]
+    if empty_ok:
+        values = [v or "nan" for v in values]
     try:
         arr = np.array(values, dtype=np.float64)
     except ValueError:

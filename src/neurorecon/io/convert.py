@@ -15,6 +15,10 @@ the unit size (:data:`UNIT_BYTES`) and the number of units in flight, never by t
   (killed, out of disk, Ctrl-C) is resumed by running it again: finished units are skipped. The
   journal is removed when the last unit is written, and :func:`~neurorecon.io.volume.open_volume`
   refuses a folder that still has one, so a half-written volume is never read as if it were whole.
+  A finished output keeps its plan (``.neurorecon-convert.json``): running the same conversion
+  again finds it complete and does nothing.
+* A source without a recorded voxel size needs one given: a pyramid of guessed 1 µm voxels
+  would be wrong at every level.
 
 Voxel centres follow the package convention (voxel ``[k, j, i]`` at ``(i*vx, j*vy, k*vz)``), so a
 coarse voxel made of ``f`` fine ones along an axis is centred ``(f - 1) / 2`` fine voxels in: the
@@ -38,10 +42,12 @@ import numpy as np
 
 from .volume import _CONVERT_JOURNAL, Volume, VolumeError, _first_line, ome_attrs, open_volume, zarr_metadata
 
-__all__ = ["FORMATS", "ConvertReport", "Level", "Plan", "convert", "downsample", "plan_levels"]
+__all__ = ["DONE", "FORMATS", "ConvertReport", "Level", "Plan", "convert", "downsample", "plan_levels"]
 
 FORMATS = ("ome-zarr", "precomputed")
 JOURNAL = _CONVERT_JOURNAL
+#: The plan of a finished conversion, kept in the output so that a rerun can see it is complete.
+DONE = ".neurorecon-convert.json"
 #: Bytes a unit reads (its level-0 box, or the finer box it is downsampled from).
 UNIT_BYTES = 32 << 20
 #: Levels stop once every axis fits in one chunk, or at this many.
@@ -85,6 +91,7 @@ class ConvertReport:
     skipped: int          # finished before (a resumed conversion)
     seconds: float
     source_bytes: int     # size of level 0, uncompressed
+    complete_before: bool = False   # the output was finished already: nothing was done
 
     @property
     def mb_per_s(self) -> float:
@@ -223,14 +230,20 @@ def convert(src: str | os.PathLike | Volume, dst: str | os.PathLike, *, fmt: str
     Raises
     ------
     VolumeError
-        Unreadable source, ``dst`` exists (and is not a matching interrupted conversion), or
-        bad parameters.
+        Unreadable source, a source without a voxel size and none given, ``dst`` exists (and is
+        neither a matching interrupted conversion nor the same conversion finished), or bad
+        parameters.
     """
     vol = src if isinstance(src, Volume) else open_volume(src, voxel_size, scale=scale)
     if voxel_size is not None and isinstance(src, Volume):
         vol = Volume(vol.path, vol.shape, vol.dtype, tuple(map(float, voxel_size)), True, vol._reader)
+    if not vol.voxel_size_known:
+        raise VolumeError(f"{vol.path}: the voxel size is not recorded in the file; give it (--voxel-size VX VY VZ, µm)")
     dst = Path(dst)
     plan = _plan(vol, dst, fmt, labels, chunks, levels)
+    if not overwrite and _finished_plan(dst) == plan.to_json():
+        n = sum(len(_units(plan, k)) for k in range(len(plan.levels)))
+        return ConvertReport(dst, plan, n, n, 0.0, math.prod(vol.shape) * np.dtype(plan.dtype).itemsize, True)
     done = _prepare(dst, plan, vol, overwrite)
     _limit_malloc_arenas()
     try:
@@ -257,6 +270,7 @@ def _convert(vol: Volume, dst: Path, plan: Plan, done: set, workers: int, progre
                 count += 1
                 if progress:
                     progress(count, len(units))
+    _write_done(dst, plan)
     (dst / JOURNAL).unlink()
     nbytes = math.prod(vol.shape) * np.dtype(plan.dtype).itemsize
     return ConvertReport(dst, plan, len(units), skipped, time.perf_counter() - t0, nbytes)
@@ -320,6 +334,22 @@ def _prepare(dst: Path, plan: Plan, vol: Volume, overwrite: bool) -> set:
     return set()
 
 
+def _finished_plan(dst: Path) -> dict | None:
+    """The plan a finished conversion at ``dst`` recorded (None: not one, or not finished)."""
+    if (dst / JOURNAL).exists():
+        return None
+    try:
+        return json.loads((dst / DONE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _write_done(dst: Path, plan: Plan) -> None:
+    from .atomic import atomic_write_text
+
+    atomic_write_text(dst / DONE, json.dumps(plan.to_json()) + "\n")
+
+
 def _same_or_inside(dst: Path, src: Path) -> bool:
     d, s = dst.resolve(), src.resolve()
     return d == s or s in d.parents
@@ -328,7 +358,7 @@ def _same_or_inside(dst: Path, src: Path) -> bool:
 def _remove_volume(dst: Path) -> None:
     """Delete a volume folder, but only one that looks like a volume: --overwrite pointed at the
     wrong folder must not wipe it."""
-    marks = (JOURNAL, ".zattrs", ".zgroup", ".zarray", "zarr.json", "info", "attributes.json")
+    marks = (JOURNAL, DONE, ".zattrs", ".zgroup", ".zarray", "zarr.json", "info", "attributes.json")
     if dst.is_dir() and not any((dst / m).exists() for m in marks):
         raise VolumeError(f"{dst}: exists and is not a volume; not deleting it (choose another output)")
     if dst.is_dir() and not dst.is_symlink():

@@ -795,8 +795,6 @@ def write_tiff(path: str | os.PathLike, array: Any, voxel_size: Sequence[float])
     VolumeError
         For an array that is not 3D, a dtype ImageJ cannot store, or a bad voxel size.
     """
-    import tempfile
-
     label = os.fspath(path)
     arr = _check_3d(array, label)
     vx, vy, vz = _check_voxel_size(voxel_size, label)
@@ -805,11 +803,10 @@ def write_tiff(path: str | os.PathLike, array: Any, voxel_size: Sequence[float])
         raise VolumeError(f"{label}: ImageJ TIFF cannot store {arr.dtype}; use one of {kinds}, or write_zarr")
     import tifffile
 
+    from .atomic import temporary_beside
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)  # tifffile wants a named file handle, which os.fdopen does not give
-    try:
+    with temporary_beside(path) as tmp:
         with open(tmp, "wb") as fh:
             tifffile.imwrite(
                 fh, arr, imagej=True, resolution=(1.0 / vx, 1.0 / vy),
@@ -818,9 +815,6 @@ def write_tiff(path: str | os.PathLike, array: Any, voxel_size: Sequence[float])
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -860,7 +854,8 @@ def write_zarr(
         If ``path`` exists and ``overwrite`` is False, or for a bad array or voxel size.
     """
     import shutil
-    import tempfile
+
+    from .atomic import temporary_beside
 
     label = os.fspath(path)
     arr = _check_3d(array, label)
@@ -868,9 +863,7 @@ def write_zarr(
     path = Path(path)
     if path.exists() and not overwrite:
         raise VolumeError(f"{label}: already exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
+    with temporary_beside(path, folder=True) as tmp:
         _write_zarr_array(tmp / "0" if ome else tmp, arr, chunks)
         if ome:
             (tmp / ".zgroup").write_text(json.dumps({"zarr_format": 2}))
@@ -880,9 +873,6 @@ def write_zarr(
         elif path.exists() or path.is_symlink():
             path.unlink()
         os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 

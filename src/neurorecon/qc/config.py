@@ -8,7 +8,6 @@ for FlyEM skeletons in 8 nm voxels). docs/checks.md documents every field in one
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,9 @@ from typing import Any
 class Thresholds:
     long_edge_factor: float = 10.0
     long_edge_max_length: float = float("inf")
+    local_edge_factor: float = 1.5
     z_jump_distance: float = 30.0
+    z_jump_factor: float = 30.0
     loop_distance_factor: float = 0.1
     loop_min_hops: int = 4
     zero_length_tolerance: float = 0.0
@@ -26,6 +27,7 @@ class Thresholds:
     overlap_min_nodes: int = 3
     back_tracking_angle: float = 150.0
     near_bifurcation_distance: float = 1.5
+    near_bifurcation_factor: float = 1.5
     min_radius: float = 0.0
     fat_end_multiple: float = 2.0
     fat_end_points: int = 5
@@ -33,11 +35,14 @@ class Thresholds:
     root_jump_multiplier: float = 2.0
     dangling_distance: float = 12.0
     abnormal_compartment_sd: float = 5.0
+    abnormal_compartment_tail_factor: float = 1.5
     known_types: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7)
     required_types: tuple[int, ...] = ()
     bridge_max_factor: float = 5.0
     bridge_max_angle: float = 60.0
     relabel_max_nodes: int = 50
+    flood_share: float = 0.02
+    flood_min_sites: int = 10
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
     data: dict[str, Any] = {}
     if path is not None:
+        import tomllib   # only with a config file: not part of every check's start-up
+
         try:
             data = tomllib.loads(Path(path).read_text())
         except FileNotFoundError:

@@ -19,8 +19,10 @@ import numpy as np
 
 from ..detect.scores import ScoresError, read_scores_csv
 from ..morphology.neuron import Neuron
+from ..qc.findings import describe_fix  # one place for fixes in words; re-exported for the viewer
 
-__all__ = ["Flag", "ScoresError", "rule_flags", "read_scores", "collect_flags", "order_flags"]
+__all__ = ["Flag", "ScoresError", "describe_fix", "rule_flags", "read_scores", "collect_flags", "order_flags",
+           "drop_uncovered"]
 
 _TIER = {("rule", "error"): 0, ("detector", "warning"): 1, ("rule", "warning"): 2, ("rule", "info"): 3}
 #: What the ``priority`` shown in the viewer (0..1, colour) is for rule findings.
@@ -101,27 +103,6 @@ class Flag:
         'prune node 5 and everything below it'
         """
         return describe_fix(self.fix)
-
-
-def describe_fix(fix: dict | None) -> str:
-    """A fix dict in words."""
-    if not fix:
-        return "no proposed fix"
-    a, node = fix.get("action"), fix.get("node_id")
-    if a == "move":
-        return f"move node {node} to ({', '.join(f'{float(v):.2f}' for v in fix.get('xyz', []))})"
-    if a == "prune":
-        return f"prune node {node} and everything below it"
-    if a == "relabel":
-        ids = fix.get("node_ids", [])
-        return f"relabel {'node ' + str(ids[0]) if len(ids) == 1 else f'{len(ids)} nodes'} as type {fix.get('type')}"
-    if a == "bridge":
-        return f"connect node {node} to node {fix.get('parent_id')}"
-    if a == "merge":
-        return f"merge node {node} into node {fix.get('into_id')}"
-    if a in ("cut", "delete", "drop_duplicate", "renumber"):
-        return f"{a.replace('_', ' ')} node {node}"
-    return str(a)
 
 
 # ------------------------------------------------------------------------------- rule findings
@@ -224,8 +205,11 @@ def order_flags(flags: list[Flag]) -> list[Flag]:
 
 
 def collect_flags(neuron: Neuron, scores: str | os.PathLike | None = None, *, threshold: float = 0.5,
-                  config=None, rules: bool = True) -> list[Flag]:
+                  config=None, rules: bool = True, sites: bool = True, uncovered=()) -> list[Flag]:
     """Rule findings (if ``rules``) and detector flags (if ``scores``), in review order.
+
+    With ``sites`` (the default) the node flags are grouped into error sites, one flag each
+    (:func:`neurorecon.viewer.sites.group_sites`).
 
     Parameters
     ----------
@@ -238,6 +222,10 @@ def collect_flags(neuron: Neuron, scores: str | os.PathLike | None = None, *, th
         For the checks.
     rules : bool
         Include the check findings.
+    sites : bool
+        One flag per error site rather than per node.
+    uncovered : collection of int
+        Ids of nodes the image does not cover: their detector flags are left out (:func:`drop_uncovered`).
 
     Returns
     -------
@@ -245,5 +233,25 @@ def collect_flags(neuron: Neuron, scores: str | os.PathLike | None = None, *, th
     """
     flags = rule_flags(neuron, config) if rules else []
     if scores is not None:
-        flags += read_scores(scores, neuron, threshold)
+        flags += drop_uncovered(read_scores(scores, neuron, threshold), uncovered)
+    if sites:
+        from .sites import group_sites     # sites builds on Flag: imported here, not at the top
+
+        flags = group_sites(neuron, flags)
     return order_flags(flags)
+
+
+# ------------------------------------------------------------------------------- coverage
+def drop_uncovered(flags: list[Flag], uncovered) -> list[Flag]:
+    """``flags`` without the detector's flags on nodes the image does not cover
+    (:mod:`neurorecon.detect.coverage`): the detector saw nothing there. Rule findings stay, since
+    the checks need no image.
+
+    Examples
+    --------
+    >>> mk = lambda key, src, node: Flag(key, node, (0, 0, 0), src, "c", "", None, "warning", None)
+    >>> [f.key for f in drop_uncovered([mk("d1", "detector", 1), mk("d2", "detector", 2), mk("r", "rule", 1)], [1])]
+    ['d2', 'r']
+    """
+    out = {int(i) for i in uncovered}
+    return [f for f in flags if f.source != "detector" or f.node_id not in out] if out else list(flags)

@@ -17,38 +17,54 @@ from ..morphology.neuron import Neuron
 from .flags import Flag
 
 __all__ = ["um_space", "image_layer", "segmentation_layer", "skeleton_layer", "flag_layer", "flag_props",
-           "DECISION_CODES"]
+           "DECISION_CODES", "TYPE_COLORS", "FLAG_COLORS", "focus_point", "volume_bounds"]
 
 #: The ``decision`` annotation property: 0 undecided.
 DECISION_CODES = {"accept": 1, "reject": 2, "error": 3}
 
-# SWC node types (soma yellow, axon blue, basal red, apical magenta, others grey). The type is a
-# float vertex attribute that the GPU interpolates along each edge: rounding keeps it categorical.
-SKELETON_SHADER = """
-void main() {
+#: Skeleton colour per SWC type (1 soma, 2 axon, 3 basal, 4 apical; 0 undefined, 5+ other).
+TYPE_COLORS = {0: (0.6, 0.6, 0.6), 1: (1.0, 1.0, 0.0), 2: (0.2, 0.45, 1.0), 3: (1.0, 0.3, 0.3), 4: (1.0, 0.3, 1.0),
+               5: (0.3, 1.0, 0.6)}
+#: Flag colour per decision: none of them is a type colour (at least 0.45 apart in RGB).
+FLAG_COLORS = {None: (1.0, 1.0, 1.0), "accept": (0.0, 1.0, 1.0), "reject": (0.3, 0.3, 0.3),
+               "error": (0.55, 0.0, 1.0)}
+
+
+def _vec3(c) -> str:
+    return "vec3(" + ", ".join(f"{v:.2f}" for v in c) + ")"
+
+
+# The type is a float vertex attribute that the GPU interpolates along each edge: rounding keeps
+# it categorical.
+SKELETON_SHADER = f"""
+void main() {{
   float t = floor(node_type + 0.5);
-  vec3 c = vec3(0.75);
-  if (t == 1.0) c = vec3(1.0, 1.0, 0.0);
-  else if (t == 2.0) c = vec3(0.2, 0.6, 1.0);
-  else if (t == 3.0) c = vec3(1.0, 0.3, 0.3);
-  else if (t == 4.0) c = vec3(1.0, 0.3, 1.0);
-  else if (t >= 5.0) c = vec3(0.3, 1.0, 0.6);
+  vec3 c = {_vec3(TYPE_COLORS[0])};
+  if (t == 1.0) c = {_vec3(TYPE_COLORS[1])};
+  else if (t == 2.0) c = {_vec3(TYPE_COLORS[2])};
+  else if (t == 3.0) c = {_vec3(TYPE_COLORS[3])};
+  else if (t == 4.0) c = {_vec3(TYPE_COLORS[4])};
+  else if (t >= 5.0) c = {_vec3(TYPE_COLORS[5])};
   emitRGB(c);
-}
+}}
 """
 
-# Undecided flags go from yellow (low priority) to red (high); accepted green, rejected grey,
-# marked-as-error magenta; the flag on screen is drawn larger.
-FLAG_SHADER = """
-void main() {
-  vec3 c = mix(vec3(1.0, 0.85, 0.0), vec3(1.0, 0.0, 0.0), prop_priority());
+# Flags are rings (a translucent fill inside a solid border), a shape the trace's filled dots do
+# not have, sized by priority; the flag on screen is a large hollow ring with a thick border, so
+# the eye finds it at the centre of the view.
+FLAG_SHADER = f"""
+void main() {{
   uint d = prop_decision();
-  if (d == 1u) c = vec3(0.0, 0.9, 0.2);
-  else if (d == 2u) c = vec3(0.55, 0.55, 0.55);
-  else if (d == 3u) c = vec3(1.0, 0.0, 1.0);
-  setColor(c);
-  setPointMarkerSize(prop_current() > 0u ? 18.0 : 9.0);
-}
+  vec3 c = {_vec3(FLAG_COLORS[None])};
+  if (d == 1u) c = {_vec3(FLAG_COLORS["accept"])};
+  else if (d == 2u) c = {_vec3(FLAG_COLORS["reject"])};
+  else if (d == 3u) c = {_vec3(FLAG_COLORS["error"])};
+  bool current = prop_current() > 0u;
+  setPointMarkerColor(vec4(c, current ? 0.0 : 0.3));
+  setPointMarkerBorderColor(vec4(c, 1.0));
+  setPointMarkerBorderWidth(current ? 4.0 : 2.0);
+  setPointMarkerSize(current ? 30.0 : 10.0 + 8.0 * prop_priority());
+}}
 """
 
 
@@ -170,3 +186,28 @@ def flag_layer(flags: list[Flag], decisions: list[str | None], current: int | No
             for k, (f, d) in enumerate(zip(flags, decisions))]
     return neuroglancer.LocalAnnotationLayer(dimensions=um_space(), annotation_properties=props, annotations=anns,
                                              shader=FLAG_SHADER)
+
+
+def volume_bounds(volume: Volume) -> tuple[np.ndarray, np.ndarray]:
+    """The volume's extent in µm (x, y, z): voxel i covers [i - 0.5, i + 0.5) voxels."""
+    vs = np.asarray(volume.voxel_size, float)
+    return -0.5 * vs, (np.asarray(volume.shape[::-1], float) - 0.5) * vs
+
+
+def focus_point(xyz, volume: Volume | None) -> list[float]:
+    """Where the view centres for a flag at ``xyz``: the node itself, pulled into the volume where
+    it lies outside (a trace may run past its crop), so that the slice always cuts the image.
+
+    Examples
+    --------
+    >>> from neurorecon.io.volume import open_volume
+    >>> v = open_volume(np.zeros((4, 10, 10), np.uint8), voxel_size=(1, 1, 2))
+    >>> focus_point([3.0, -2.0, 9.0], v)
+    [3.0, -0.499, 6.999]
+    """
+    p = np.asarray(xyz, float)
+    if volume is None:
+        return p.tolist()
+    lo, hi = volume_bounds(volume)
+    eps = 1e-3      # strictly inside: on the far face the slice would show the next, absent voxel
+    return np.clip(p, lo + eps, hi - eps).round(4).tolist()

@@ -12,6 +12,9 @@ e     mark as an error; the note is the flag's description if it was edited in t
 u     undo the last decision
 ====  =====================================================================================
 
+Every state change the page sends (a key, a pan, a zoom, a note) keeps the decision clock's
+active time running (:meth:`ReviewSession.touch`); a pause counts at most IDLE_SECONDS.
+
 Key handlers run on Neuroglancer's server thread: they update the session (which writes
 REVIEW.json before returning) and the view, and nothing else (no screenshots there: deadlock).
 """
@@ -66,11 +69,15 @@ class ReviewViewer:
 
     def __init__(self, session: ReviewSession, neuron: Neuron, volume: Volume | None = None, *, token: str | None = None):
         self.session = session
+        self.volume = volume
         self.viewer = neuroglancer.Viewer(token=token) if token else neuroglancer.Viewer()
         self._lock = threading.RLock()
         self._build(neuron, volume)
         self._bind()
         self.show()
+        # Every state change the page sends (pan, zoom, slice, selection, an edited note) is input:
+        # it keeps the decision clock running; without any, a pause counts as idle.
+        self.viewer.shared_state.add_changed_callback(self.session.touch)
 
     @property
     def url(self) -> str:
@@ -88,6 +95,9 @@ class ReviewViewer:
             st.layers["flags"] = layers.flag_layer(s.flags, decisions, s.current)
             st.layout = "xy-3d"
             st.show_axis_lines = False
+            # Outside the volume is black, like the image's background: the default grey reads
+            # as data beside a flag near the crop's border.
+            st.cross_section_background_color = "#000000"
             if not s.flags and len(neuron):
                 st.position = neuron.xyz.mean(axis=0).tolist()
 
@@ -161,7 +171,7 @@ class ReviewViewer:
             for j, a in enumerate(anns):
                 if j == k or j == changed or a.props[1]:
                     a.props = layers.flag_props(s.flags[j], s.decision(j), j == k)
-            st.position = list(f.xyz)
+            st.position = layers.focus_point(f.xyz, self.volume)
             st.cross_section_scale = FOCUS_SCALE_UM_PER_PX
             st.projection_scale = FOCUS_3D_UM
             st.selected_layer.layer = "flags"
@@ -188,7 +198,7 @@ class ReviewViewer:
 
 
 def open_review(trace: str, volume: Volume | None, review_path: str, *, scores: str | None = None,
-                threshold: float = 0.5, token: str | None = None, config=None) -> ReviewViewer:
+                threshold: float = 0.5, token: str | None = None, config=None, uncovered=()) -> ReviewViewer:
     """Start or resume the review of ``trace`` in a new viewer (the server must be bound first,
     :func:`start_server`).
 
@@ -207,6 +217,8 @@ def open_review(trace: str, volume: Volume | None, review_path: str, *, scores: 
     token : str, optional
         Fixed viewer token.
     config : CheckConfig, optional
+    uncovered : collection of int
+        Ids of nodes the image does not cover: their detector flags are not opened.
 
     Returns
     -------
@@ -218,5 +230,6 @@ def open_review(trace: str, volume: Volume | None, review_path: str, *, scores: 
     neuron = read_swc(trace)
     meta = {"image": volume.path if volume is not None else None, "scores": scores, "threshold": threshold}
     session = ReviewSession.start(review_path, trace,
-                                  lambda: collect_flags(neuron, scores, threshold=threshold, config=config), meta=meta)
+                                  lambda: collect_flags(neuron, scores, threshold=threshold, config=config,
+                                                        uncovered=uncovered), meta=meta)
     return ReviewViewer(session, neuron, volume, token=token)

@@ -5,15 +5,22 @@ file, fsync, rename) before the viewer moves on, so a crash loses nothing and a 
 again with the same file resumes at the first undecided flag. Undo is an event too: the record
 says what was decided, taken back and decided again.
 
-Format (``"format": "neurorecon-review", "version": 1``)::
+Format (``"format": "neurorecon-review", "version": 2``)::
 
     trace      {"path": ..., "sha256": ...}    the trace reviewed; a different file is refused
-    image, scores, threshold, created, updated
+    image, scores, threshold, created, updated[, upgraded_from]
     flags      [{key, node_id, node_ids, xyz, source, check, reason, p, severity, fix, decision}]
-               in review order; ``decision`` is derived from the events (null: undecided)
-    events     [{seq, flag, node_id, decision, note, time, seconds[, undoes]}]
-               decision: accept | reject | error | undo; time: UTC ISO 8601; seconds: time on
-               the flag before the decision; ``undoes``: the seq an undo takes back
+               one per error site, in review order; ``decision`` is derived from the events
+               (null: undecided); a site's move names all its nodes (``{"action": "move",
+               "node_ids": [...], "xyz": [[x, y, z], ...]}``)
+    events     [{seq, flag, node_id, decision, note, time, active_seconds, wall_seconds[, undoes]}]
+               decision: accept | reject | error | undo; time: UTC ISO 8601; wall_seconds: time
+               on the flag before the decision; active_seconds: the part of it with input (a
+               pause of over IDLE_SECONDS counts IDLE_SECONDS); ``undoes``: the seq an undo takes back
+
+Version 1 (one flag per node, events with ``seconds`` of wall time only) still loads: each of its
+flags is a site of one node, its ``seconds`` are wall seconds and active time is unknown (null).
+Saving writes version 2 with ``"upgraded_from": 1``.
 """
 
 from __future__ import annotations
@@ -35,7 +42,11 @@ from .flags import Flag
 __all__ = ["DECISIONS", "Event", "ReviewError", "ReviewSession", "sha256_file"]
 
 FORMAT = "neurorecon-review"
-VERSION = 1
+VERSION = 2
+#: Versions :meth:`ReviewSession.load` reads (1: one flag per node, wall seconds only).
+READS = (1, 2)
+#: A pause without input longer than this counts only this long towards a decision's active time.
+IDLE_SECONDS = 20.0
 DECISIONS = ("accept", "reject", "error")
 DEFAULT_NOTE = "marked by reviewer"
 
@@ -54,7 +65,8 @@ class Event:
     decision: str
     note: str
     time: str
-    seconds: float
+    active_seconds: float | None
+    wall_seconds: float
     undoes: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -71,6 +83,17 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _event(e: dict, version: int) -> Event:
+    """An event as read from a file of ``version`` (1: ``seconds`` of wall time, no active time)."""
+    if version == 1:
+        active, wall = None, float(e["seconds"])
+    else:
+        active = None if e.get("active_seconds") is None else float(e["active_seconds"])
+        wall = float(e["wall_seconds"])
+    return Event(int(e["seq"]), str(e["flag"]), int(e["node_id"]), str(e["decision"]), str(e.get("note", "")),
+                 str(e["time"]), active, wall, None if e.get("undoes") is None else int(e["undoes"]))
 
 
 def _now() -> str:
@@ -107,7 +130,10 @@ class ReviewSession:
         self.lock = threading.RLock()
         first = self.first_undecided()
         self.current = 0 if first is None else first
-        self._shown = time.monotonic()
+        #: The decision clock (monotonic seconds); tests give their own.
+        self.clock: Callable[[], float] = time.monotonic
+        self._shown = self._last_input = self.clock()
+        self._active = 0.0
 
     # ------------------------------------------------------------------------ files
     @classmethod
@@ -141,22 +167,30 @@ class ReviewSession:
             raise ReviewError(f"{path}: not a review file: invalid JSON at line {e.lineno} ({e.msg})") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ReviewError(f"{path}: not a review file (no \"format\": \"{FORMAT}\")")
-        if data.get("version") != VERSION:
-            raise ReviewError(f"{path}: review file version {data.get('version')!r}; this neurorecon reads {VERSION}")
+        version = data.get("version")
+        if version not in READS:
+            raise ReviewError(f"{path}: review file version {version!r}; this neurorecon reads versions "
+                              f"{', '.join(map(str, READS))}: use the neurorecon that wrote it, or start a new "
+                              "review with another --review file")
         try:
             t = data["trace"]
             flags = [Flag.from_dict(f) for f in data["flags"]]
-            events = [Event(int(e["seq"]), str(e["flag"]), int(e["node_id"]), str(e["decision"]), str(e.get("note", "")),
-                            str(e["time"]), float(e["seconds"]), None if e.get("undoes") is None else int(e["undoes"]))
-                      for e in data["events"]]
-            s = cls(path, str(t["path"]), str(t["sha256"]), flags, events,
-                    {k: data[k] for k in ("image", "scores", "threshold", "created") if k in data})
+            events = [_event(e, version) for e in data["events"]]
+            meta = {k: data[k] for k in ("image", "scores", "threshold", "created", "upgraded_from") if k in data}
+            if version != VERSION:
+                meta["upgraded_from"] = version
+            s = cls(path, str(t["path"]), str(t["sha256"]), flags, events, meta)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ReviewError(f"{path}: malformed review file: {type(e).__name__}: {e}") from None
         s._validate()
         if trace is not None:
             s.check_trace(trace)
         return s
+
+    @property
+    def upgraded_from(self) -> int | None:
+        """The version of the file this review was read from, if older than :data:`VERSION`."""
+        return self.meta.get("upgraded_from")
 
     def _validate(self) -> None:
         if len(self.index) != len(self.flags):
@@ -229,21 +263,35 @@ class ReviewSession:
         return out
 
     def summary(self) -> dict[str, Any]:
-        """Counts plus the median and mean seconds per decision in force."""
-        secs = [e.seconds for e in self.decisions().values()]
+        """Counts, the median and mean active seconds per decision in force (over those that
+        recorded it: version-1 files did not), and the median wall seconds."""
+        live = list(self.decisions().values())
+        active = [e.active_seconds for e in live if e.active_seconds is not None]
+        wall = [e.wall_seconds for e in live]
         return {"flags": len(self.flags), **self.counts(),
-                "median_seconds": statistics.median(secs) if secs else None,
-                "mean_seconds": statistics.fmean(secs) if secs else None}
+                "median_seconds": statistics.median(active) if active else None,
+                "mean_seconds": statistics.fmean(active) if active else None,
+                "total_active_seconds": round(sum(active), 3) if active else None,
+                "median_wall_seconds": statistics.median(wall) if wall else None}
 
     # ------------------------------------------------------------------------ actions
     def go(self, k: int) -> Flag | None:
-        """Show flag ``k`` (modulo the number of flags); the decision clock restarts."""
+        """Show flag ``k`` (modulo the number of flags); the decision clocks restart."""
         with self.lock:
             if not self.flags:
                 return None
             self.current = k % len(self.flags)
-            self._shown = time.monotonic()
+            self._shown = self._last_input = self.clock()
+            self._active = 0.0
             return self.flags[self.current]
+
+    def touch(self) -> None:
+        """The reviewer did something (a key, a pan, a zoom): the time since the last input counts
+        as active, up to :data:`IDLE_SECONDS` (a hidden page or an absent reviewer sends nothing)."""
+        with self.lock:
+            now = self.clock()
+            self._active += min(max(now - self._last_input, 0.0), IDLE_SECONDS)
+            self._last_input = now
 
     def decide(self, decision: str, note: str = "") -> Event:
         """Record ``decision`` on the current flag, save, and move to the next undecided one.
@@ -265,7 +313,9 @@ class ReviewSession:
                 raise ReviewError("nothing to review: no flags")
             f = self.flags[self.current]
             note = note.strip() or (DEFAULT_NOTE if decision == "error" else "")
-            e = Event(self._seq(), f.key, f.node_id, decision, note, _now(), round(time.monotonic() - self._shown, 3))
+            self.touch()
+            e = Event(self._seq(), f.key, f.node_id, decision, note, _now(), round(self._active, 3),
+                      round(self.clock() - self._shown, 3))
             self.events.append(e)
             self.save()
             nxt = self.next_undecided(self.current)
@@ -279,7 +329,7 @@ class ReviewSession:
             if not live:
                 return None
             last = live[-1]
-            e = Event(self._seq(), last.flag, last.node_id, "undo", "", _now(), 0.0, undoes=last.seq)
+            e = Event(self._seq(), last.flag, last.node_id, "undo", "", _now(), 0.0, 0.0, undoes=last.seq)
             self.events.append(e)
             self.save()
             self.go(self.index[last.flag])

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from ...morphology import graph
-from ...morphology.spatial import close_pairs, cross_pairs, cross_pairs_by_rows
+from ...morphology.spatial import close_pairs_by_rows, cross_pairs, cross_pairs_by_rows
 from ..findings import Fix, Severity, make_finding
 from . import check
+from ..context import median, percentile, row_medians, unique
+from .sites import edge_runs, flood
 
 E, W = Severity.ERROR, Severity.WARNING
 
@@ -83,38 +85,101 @@ def propose_bridges(ctx, fragment_roots: np.ndarray) -> dict[int, tuple[int, int
     return {int(frag[k]): (int(ends[i[k]]), int(main[j[k]]), float(d[k])) for k in pick}
 
 
+def _edge_findings(ctx, check_id, severity, rows, describe, cause):
+    """One finding per run of flagged edges (``rows`` are their child rows), or one file-level
+    finding when the runs cover more than ``flood_share`` of the neurite edges."""
+    n, p, th = ctx.neuron, ctx.parent, ctx.th
+    sites = edge_runs(p, rows)
+    whole = flood(check_id, severity, n, sites, int(ctx.neurite_edge.sum()), th.flood_share, th.flood_min_sites, cause)
+    if whole is not None:
+        return whole
+    return [make_finding(check_id, severity, n, np.append(s, p[s[0]]), describe(s)) for s in sites]
+
+
+def _locally_long(ctx, rows: np.ndarray) -> np.ndarray:
+    """``rows`` whose edge is longer than ``local_edge_factor`` x the median of the edges around it and than the fibre is wide
+    (two above, two below along the first child). Skeletons place nodes at a spacing that follows
+    the fibre's width (400-voxel edges along a thick trunk, 40 along twigs) and traces resampled
+    coarsely at their tips step 5 um among 5 um steps: only an edge that stands out of its own
+    neighbourhood is long there."""
+    n, p = ctx.neuron, ctx.parent
+    if len(rows) == 0:
+        return rows
+    e = n.edge_length
+    fc = ctx.cached("first_child", lambda: graph.first_child(p))
+    up1 = p[rows]
+    up2 = np.where(up1 >= 0, p[np.maximum(up1, 0)], -1)
+    dn1 = fc[rows]
+    dn2 = np.where(dn1 >= 0, fc[np.maximum(dn1, 0)], -1)
+    around = np.stack([up1, up2, dn1, dn2], axis=1)
+    ok = (around >= 0) & ctx.neurite_edge[np.maximum(around, 0)]
+    vals = np.where(ok, e[np.maximum(around, 0)], np.nan)
+    local = row_medians(vals)      # NaN for an edge with no neighbour: the global limit alone decides
+    # A skeleton of a thick fibre steps by about its width: an edge within the wider end's diameter
+    # is how the fibre was sampled (placeholder radii of 1 leave traces at 1 um spacing unaffected).
+    width = 2 * np.maximum(n.radius[rows], np.where(up1 >= 0, n.radius[np.maximum(up1, 0)], 0))
+    return rows[~(e[rows] <= ctx.th.local_edge_factor * local) & (e[rows] > width)]
+
+
+def _edge_text(ctx, s: np.ndarray, what: str) -> str:
+    """``edge 4->5 <what>`` for one edge, ``7 edges in a row from 4->5 <what>`` for a run."""
+    n, p = ctx.neuron, ctx.parent
+    head = f"edge {n.ids[p[s[0]]]}->{n.ids[s[0]]}"
+    return f"{head} {what}" if len(s) == 1 else f"{len(s)} edges in a row from {head} {what}"
+
+
 @check("long_edge", W, "a parent-child distance far above the neuron's typical spacing")
 def long_edge(ctx):
     n, th = ctx.neuron, ctx.th
     limit = min(th.long_edge_factor * ctx.spacing, th.long_edge_max_length)
-    rows = np.flatnonzero(ctx.neurite_edge & (n.edge_length > limit))
-    return [
-        make_finding("long_edge", W, n, [r, ctx.parent[r]],
-                     f"edge {n.ids[ctx.parent[r]]}->{n.ids[r]} is {n.edge_length[r]:.3g} long ({n.edge_length[r] / ctx.spacing:.0f}x the median spacing {ctx.spacing:.3g})")
-        for r in rows.tolist()
-    ]
+    rows = _locally_long(ctx, np.flatnonzero(ctx.neurite_edge & (n.edge_length > limit)))
+    e = n.edge_length
+
+    def describe(s):
+        return _edge_text(ctx, s, f"{'is' if len(s) == 1 else 'are up to'} {e[s].max():.3g} long "
+                                  f"({e[s].max() / ctx.spacing:.0f}x the median spacing {ctx.spacing:.3g})")
+
+    return _edge_findings(ctx, "long_edge", W, rows, describe, f"coarse sampling: edges longer than {limit:.3g}")
 
 
-@check("z_jump", W, "a step along z larger than z_jump_distance")
+@check("z_jump", W, "a step along z larger than z_jump_distance and z_jump_factor x the neuron's own z step")
 def z_jump(ctx):
     n, th = ctx.neuron, ctx.th
     has = ctx.neurite_edge
     dz = np.zeros(len(n))
     dz[has] = np.abs(n.xyz[has, 2] - n.xyz[ctx.parent[has], 2])
-    rows = np.flatnonzero(dz > th.z_jump_distance)
-    return [make_finding("z_jump", W, n, [r, ctx.parent[r]], f"edge {n.ids[ctx.parent[r]]}->{n.ids[r]} jumps {dz[r]:.3g} in z (limit {th.z_jump_distance:g})") for r in rows.tolist()]
+    # Traces from anisotropic stacks step between z planes; a jump is a step far beyond the
+    # file's own typical (non-zero) z step, and beyond NeuroM's absolute 30.
+    steps = dz[has & (dz > 0)]
+    own = median(steps) if len(steps) else 0.0
+    limit = max(th.z_jump_distance, th.z_jump_factor * own)
+    rows = _locally_long(ctx, np.flatnonzero(dz > limit))
+
+    def describe(s):
+        return _edge_text(ctx, s, f"{'jumps' if len(s) == 1 else 'jump up to'} {dz[s].max():.3g} in z (limit {limit:.3g})")
+
+    return _edge_findings(ctx, "z_jump", W, rows, describe, f"sparse z sampling: edges stepping more than {limit:.3g} in z")
 
 
-@check("abnormal_compartment", W, "an edge longer than the neuron's mean + abnormal_compartment_sd SD")
+@check("abnormal_compartment", W, "an edge longer than mean + abnormal_compartment_sd SD and outside the neuron's own tail of edge lengths")
 def abnormal_compartment(ctx):
     n, th = ctx.neuron, ctx.th
     e = n.edge_length[ctx.neurite_edge]
     e = e[e > 0]
     if len(e) < 3:
         return []
-    limit = e.mean() + th.abnormal_compartment_sd * e.std()
-    rows = np.flatnonzero(ctx.neurite_edge & (n.edge_length > limit))
-    return [make_finding("abnormal_compartment", W, n, [r, ctx.parent[r]], f"edge {n.ids[ctx.parent[r]]}->{n.ids[r]} is {n.edge_length[r]:.3g} long, beyond mean + {th.abnormal_compartment_sd:g} SD ({limit:.3g})") for r in rows.tolist()]
+    # Mean + 5 SD alone flags the upper tail of every file whose spread is tiny (1 um-resampled
+    # traces: 1.07 um edges) or heavy (manual traces with variable steps). An abnormal edge
+    # stands out of the file's own tail as well: abnormal_compartment_tail_factor x its 99th
+    # percentile.
+    limit = max(e.mean() + th.abnormal_compartment_sd * e.std(), th.abnormal_compartment_tail_factor * percentile(e, 99))
+    rows = _locally_long(ctx, np.flatnonzero(ctx.neurite_edge & (n.edge_length > limit)))
+    length = n.edge_length
+
+    def describe(s):
+        return _edge_text(ctx, s, f"{'is' if len(s) == 1 else 'are up to'} {length[s].max():.3g} long, beyond the neuron's own edge lengths (limit {limit:.3g})")
+
+    return _edge_findings(ctx, "abnormal_compartment", W, rows, describe, f"edges longer than {limit:.3g}")
 
 
 # ------------------------------------------------------------------------------------- coincidence
@@ -134,8 +199,13 @@ def _search_coincident(ctx):
     radius = max(th.loop_distance_factor, th.overlap_distance_factor) * ctx.spacing
     cand = np.flatnonzero(~ctx.is_soma & ctx.rooted)
     root = ctx.root_of[cand]
-    i, j, d = close_pairs(n.xyz[cand], radius, keep=lambda i, j, d: root[i] == root[j])
-    i, j = cand[i], cand[j]
+    # Close pairs are rare (a few per thousand nodes), so the search by key ranges (a third of the
+    # binary searches of close_pairs) pays, and the pairs are put in one order afterwards.
+    i, j, d = close_pairs_by_rows(n.xyz[cand], radius)
+    order = np.lexsort((j, i))
+    i, j, d = i[order], j[order], d[order]
+    same = root[i] == root[j]
+    i, j, d = cand[i[same]], cand[j[same]], d[same]
     return i, j, d, graph.within_hops(ctx.parent, i, j, th.loop_min_hops)
 
 
@@ -178,6 +248,11 @@ def duplicate_point(ctx):
     p = ctx.parent
     # Parent-child pairs are zero_length_segment; lines repeating one id are duplicate_id.
     keep = near & (p[i] != j) & (p[j] != i) & (n.ids[i] != n.ids[j])
+    # Neurites of one soma node starting at one point is how MouseLight writes neurites that
+    # leave the soma together (or start on it): a layout, not a double click.
+    roots = np.zeros(len(n), bool)
+    roots[ctx.neurite_roots] = True
+    keep &= ~(roots[i] & roots[j] & (p[i] == p[j]))
     out = []
     for a, b in zip(i[keep].tolist(), j[keep].tolist()):
         fix = None
@@ -191,6 +266,9 @@ def duplicate_point(ctx):
 def zero_length_segment(ctx):
     n, p = ctx.neuron, ctx.parent
     rows = np.flatnonzero((p >= 0) & (n.edge_length <= ctx.th.zero_length_tolerance) & ~ctx.is_soma & ~n.in_cycle)
+    # A neurite's first node on its soma node is MouseLight's layout (NeuroM, which keeps the
+    # soma apart from the neurites, sees no segment there either).
+    rows = rows[~ctx.is_soma[p[rows]]]
     out = []
     for r in rows.tolist():
         out.append(make_finding("zero_length_segment", W, n, [r, p[r]], f"node {n.ids[r]} is at its parent's position ({n.edge_length[r]:.3g} away)", Fix("delete", {"node_id": int(n.ids[r])})))
@@ -203,6 +281,10 @@ def overlapping_segments(ctx):
     i, j, d, near = _coincident_pairs(ctx, th.overlap_distance_factor * ctx.spacing, far_only=True)
     sec = ctx.section
     keep = ~near & (sec[i] != sec[j])
+    # A double trace lies inside the fibre it repeats: branches that merely run side by side (1-2 um
+    # apart in 4 um-spaced cortical traces) are not one. Without radii the spacing alone decides.
+    r = np.maximum(n.radius[i], n.radius[j])
+    keep &= (d <= r) | (r <= 0)
     i, j = i[keep], j[keep]
     if len(i) == 0:
         return []
@@ -210,8 +292,10 @@ def overlapping_segments(ctx):
     a = np.concatenate([i, j])
     b = np.concatenate([j, i])
     key = np.stack([sec[a], sec[b], a], axis=1)
-    key = np.unique(key, axis=0)
-    pairs, counts = np.unique(key[:, :2], axis=0, return_counts=True)
+    key = key[np.lexsort(key.T[::-1])]            # rows in order (np.unique(axis=0) imports numpy.ma)
+    key = key[np.concatenate(([True], np.any(key[1:] != key[:-1], axis=1)))]
+    first = np.flatnonzero(np.concatenate(([True], np.any(key[1:, :2] != key[:-1, :2], axis=1))))
+    pairs, counts = key[first, :2], np.diff(np.append(first, len(key)))
     out = []
     seen = set()
     for (sa, sb), c in zip(pairs.tolist(), counts.tolist()):
@@ -224,16 +308,51 @@ def overlapping_segments(ctx):
     return out
 
 
+def _prefix_range(ctx, values: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``graph.section_prefix_range`` (column-wise min and max of ``values`` over the valid nodes
+    above each node in its section, itself excluded) by one sort and running min/max instead of
+    pointer doubling: nodes in (section, depth) order, and a running minimum restarted at each
+    section by shifting every section below the ones before it. Rows off any root (cycles) get
+    the unbounded range, so that the caller keeps them."""
+    n, p = ctx.neuron, ctx.parent
+    hops = ctx.cached("hops", lambda: graph.ancestor_sums(p, np.ones(len(p)))[1])
+    sec = ctx.section
+    order = np.lexsort((hops, sec))
+    group = np.cumsum(np.concatenate(([0], sec[order][1:] != sec[order][:-1])))
+    # A running minimum over the whole order stays inside a section when each section's values lie
+    # below all earlier sections': values are unit-vector components (|v| <= 1), so a step of 4
+    # per section separates them (and adds back exactly: the steps are small integers). A node
+    # without a value stands for 2: above its section's values, below every earlier section's.
+    step = 4.0 * group[:, None]
+    v = values[order]
+    ok = valid[order, None]
+    lo = np.minimum.accumulate(np.where(ok, v, 2.0) - step, axis=0) + step
+    hi = np.maximum.accumulate(np.where(ok, v, -2.0) + step, axis=0) - step
+    lo[lo > 1.5] = np.inf
+    hi[hi < -1.5] = -np.inf
+    # Exclude each node itself: take the running value of the node before it in the section.
+    first = np.concatenate(([True], group[1:] != group[:-1]))
+    lo = np.where(first[:, None], np.inf, np.roll(lo, 1, axis=0))
+    hi = np.where(first[:, None], -np.inf, np.roll(hi, 1, axis=0))
+    out_lo = np.empty_like(lo)
+    out_hi = np.empty_like(hi)
+    out_lo[order], out_hi[order] = lo, hi
+    off = ~ctx.rooted
+    out_lo[off], out_hi[off] = -1.0, 1.0
+    return out_lo, out_hi
+
+
 def _may_point_back(ctx, seg: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Segments that could point against an earlier segment of their section: a lower bound of
     u_b . u_a over the box of earlier directions must be negative (exact-safe pre-filter)."""
     n, p = ctx.neuron, ctx.parent
     u = np.zeros((len(n), 3))
     u[seg] = (n.xyz[seg] - n.xyz[p[seg]]) / n.edge_length[seg, None]
-    lo, hi = graph.section_prefix_range(p, ctx.section_start, u, seg)
+    lo, hi = _prefix_range(ctx, u, seg)
     r = rows[np.isfinite(lo[rows]).all(axis=1)]
     bound = np.minimum(u[r] * lo[r], u[r] * hi[r]).sum(axis=1)
-    return r[bound < 0]
+    # (1e-9: the running ranges carry rounding of order 1e-11; a pre-filter may keep too many.)
+    return r[bound < 1e-9]
 
 
 @check("back_tracking", W, "a segment that turns back into an earlier segment of its own branch (NeuroM rule)")
@@ -255,30 +374,40 @@ def back_tracking(ctx):
         if len(early) and len(later):
             reach = float(np.hypot(2 * rmax[segments].max(), 0.55 * length[group].max()))
             hits.append(_turning_back(ctx, early, later, rmax, reach))
-    out = []
-    for rb in np.unique(np.concatenate(hits) if hits else []).astype(np.int64).tolist():
-        out.append(make_finding("back_tracking", W, n, [rb, p[rb]], f"segment {n.ids[p[rb]]}->{n.ids[rb]} turns back into an earlier segment of the same branch"))
-    return out
+    rows = unique(np.concatenate(hits) if hits else np.zeros(0, np.int64)).astype(np.int64)
+
+    def describe(s):
+        what = "turns" if len(s) == 1 else "turn"
+        return _edge_text(ctx, s, f"{what} back into an earlier segment of the same branch").replace("edge", "segment", 1)
+
+    return _edge_findings(ctx, "back_tracking", W, rows, describe, "segments turning back along their own branch")
 
 
 def _turning_back(ctx, early, later, rmax, reach) -> np.ndarray:
     """Rows of ``later`` segments b that turn back into one of the ``early`` segments a."""
     n, p = ctx.neuron, ctx.parent
     sec, depth = ctx.section, ctx.path_length
+    xyz = n.xyz
+    vec = xyz - xyz[np.maximum(p, 0)]           # each segment's vector (rows without a parent unused)
 
     def keep(ia, jb, _d):
         # NeuroM: b (later on the branch) points against a and ends inside a's cylinder:
         # perpendicular distance <= sum of the max radii, projection < 0.55 |a| from a's middle.
+        # Most candidates are a segment's own neighbours along the branch: the cheap tests
+        # (same branch, further out, not a's child, pointing against a) go first.
         a, b = early[ia], later[jb]
         ok = (sec[a] == sec[b]) & (depth[b] > depth[a]) & (p[b] != a)
-        va = n.xyz[a] - n.xyz[p[a]]
-        vb = n.xyz[b] - n.xyz[p[b]]
-        cp = n.xyz[b] - (n.xyz[a] + n.xyz[p[a]]) / 2
-        la = np.linalg.norm(va, axis=1)
+        ok[ok] = np.einsum("ij,ij->i", vec[a[ok]], vec[b[ok]]) < 0
+        k = np.flatnonzero(ok)
+        a, b = a[k], b[k]
+        va = vec[a]
+        cp = xyz[b] - (xyz[a] + xyz[p[a]]) / 2
+        la = np.sqrt(np.einsum("ij,ij->i", va, va))
         proj = np.einsum("ij,ij->i", cp, va) / la
         perp = np.linalg.norm(cp - proj[:, None] * va / la[:, None], axis=1)
-        return ok & (np.einsum("ij,ij->i", va, vb) < 0) & (perp <= rmax[a] + rmax[b]) & (np.abs(proj) < 0.55 * la)
+        ok[k] = (perp <= rmax[a] + rmax[b]) & (np.abs(proj) < 0.55 * la)
+        return ok
 
-    mid = (n.xyz[early] + n.xyz[p[early]]) / 2
+    mid = (xyz[early] + xyz[p[early]]) / 2
     # (In any order: the caller takes the unique rows.)
-    return later[cross_pairs_by_rows(mid, n.xyz[later], reach, keep=keep)[1]]
+    return later[cross_pairs_by_rows(mid, xyz[later], reach, keep=keep)[1]]

@@ -56,6 +56,31 @@ def narrow_start(ctx):
     return [make_finding("narrow_start", W, n, [r, c], f"neurite starts at node {n.ids[r]} with radius {n.radius[r]:.3g}, narrower than the next node ({n.radius[c]:.3g})") for r, c in zip(roots[bad].tolist(), nxt[bad].tolist())]
 
 
+def _dangling(ctx) -> tuple[np.ndarray, np.ndarray]:
+    """Neurite roots starting more than dangling_distance beyond the soma, and by how much."""
+    n = ctx.neuron
+    soma_xyz = n.xyz[ctx.soma_rows]
+    centre = soma_xyz.mean(axis=0)
+    # A one-node soma reaches as far as its radius (for a marker: as far as its neurites start).
+    extent = max(np.linalg.norm(soma_xyz - centre, axis=1).max(), ctx.soma_reach)
+    roots = ctx.neurite_roots
+    # The root of the soma's own tree is not a neurite leaving the soma: a skeleton rooted away
+    # from its soma (FlyEM) is reported by soma_not_root.
+    soma_trees = ctx.root_of[ctx.soma_rows[ctx.rooted[ctx.soma_rows]]]
+    roots = roots[~((ctx.parent[roots] < 0) & np.isin(roots, soma_trees))]
+    beyond = np.linalg.norm(n.xyz[roots] - centre, axis=1) - extent
+    far = beyond > ctx.th.dangling_distance
+    roots, beyond = roots[far], beyond[far]
+    dend = np.flatnonzero(np.isin(n.types, (T.BASAL_DENDRITE, T.APICAL_DENDRITE)))
+    keep = np.ones(len(roots), bool)
+    for k, r in enumerate(roots.tolist()):
+        if n.types[r] == T.AXON and len(dend):
+            # NeuroM: an axon may start on a dendrite (axon-carrying dendrite) without dangling.
+            gap = np.linalg.norm(n.xyz[dend] - n.xyz[r], axis=1)
+            keep[k] = not np.any(gap < 2 * n.radius[dend] + 2)
+    return roots[keep], beyond[keep]
+
+
 @check("root_node_jump", W, "a neurite attached to the soma that starts beyond root_jump_multiplier x soma radius")
 def root_node_jump(ctx):
     n = ctx.neuron
@@ -63,8 +88,10 @@ def root_node_jump(ctx):
         return []
     roots = ctx.neurite_roots
     roots = roots[ctx.parent[roots] >= 0]
+    # A neurite that dangles is reported as dangling_neurite only: one finding per site.
+    roots = roots[~np.isin(roots, ctx.cached("dangling", lambda: _dangling(ctx))[0])]
     dist = np.linalg.norm(n.xyz[roots] - ctx.soma_center, axis=1)
-    limit = ctx.th.root_jump_multiplier * ctx.soma_radius
+    limit = ctx.th.root_jump_multiplier * ctx.soma_reach
     bad = dist > limit
     return [make_finding("root_node_jump", W, n, [r, ctx.parent[r]], f"neurite at node {n.ids[r]} starts {d:.3g} from the soma centre (limit {limit:.3g})") for r, d in zip(roots[bad].tolist(), dist[bad].tolist())]
 
@@ -74,18 +101,6 @@ def dangling_neurite(ctx):
     n = ctx.neuron
     if ctx.soma_center is None:
         return []
-    soma_xyz = n.xyz[ctx.soma_rows]
-    max_r = np.linalg.norm(soma_xyz - soma_xyz.mean(axis=0), axis=1).max()
-    roots = ctx.neurite_roots
-    beyond = np.linalg.norm(n.xyz[roots] - soma_xyz.mean(axis=0), axis=1) - max_r
-    far = beyond > ctx.th.dangling_distance
-    out = []
-    dend = np.flatnonzero(np.isin(n.types, (T.BASAL_DENDRITE, T.APICAL_DENDRITE)))
-    for r, gap_to_soma in zip(roots[far].tolist(), beyond[far].tolist()):
-        if n.types[r] == T.AXON and len(dend):
-            # NeuroM: an axon may start on a dendrite (axon-carrying dendrite) without dangling.
-            gap = np.linalg.norm(n.xyz[dend] - n.xyz[r], axis=1)
-            if np.any(gap < 2 * n.radius[dend] + 2):
-                continue
-        out.append(make_finding("dangling_neurite", W, n, r, f"neurite at node {n.ids[r]} starts {gap_to_soma:.3g} beyond the soma surface (limit {ctx.th.dangling_distance:g})"))
-    return out
+    roots, beyond = ctx.cached("dangling", lambda: _dangling(ctx))
+    return [make_finding("dangling_neurite", W, n, r, f"neurite at node {n.ids[r]} starts {b:.3g} beyond the soma surface (limit {ctx.th.dangling_distance:g})")
+            for r, b in zip(roots.tolist(), beyond.tolist())]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...morphology import graph
+from ..context import unique
 from ..findings import Finding, Fix, Severity, make_finding
 from . import check
 
@@ -85,7 +86,7 @@ def cycle(ctx):
         return []
     label = graph.cycle_labels(p, members)
     out = []
-    for lab in np.unique(label):
+    for lab in unique(label):
         rows = members[label == lab]
         weakest = int(rows[np.argmax(n.edge_length[rows])])
         msg = f"{len(rows)} nodes form a cycle of parent pointers; the longest edge ({n.edge_length[weakest]:.3g}) is the least plausible"

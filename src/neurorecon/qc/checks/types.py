@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...morphology import graph, types as T
+from ..context import unique
 from ..findings import Fix, Severity, make_finding
 from . import check
 
@@ -25,7 +26,7 @@ def undefined_type(ctx):
     n = ctx.neuron
     bad = ~np.isin(n.types, ctx.th.known_types)
     out = []
-    for t in np.unique(n.types[bad]).tolist():
+    for t in unique(n.types[bad]).tolist():
         rows = np.flatnonzero(n.types == t)
         out.append(make_finding("undefined_type", W, n, rows, f"{len(rows)} node(s) of {T.type_name(t)} (known types: {', '.join(map(str, ctx.th.known_types))})"))
     return out
@@ -158,7 +159,7 @@ def soma_not_root(ctx):
 @check("missing_neurite", I, "a neurite type listed in required_types is absent (NeuroM has_axon etc.)")
 def missing_neurite(ctx):
     n = ctx.neuron
-    present = set(np.unique(n.types).tolist())
+    present = set(unique(n.types).tolist())
     missing = [t for t in ctx.th.required_types if t not in present]
     if not missing or len(n) == 0:
         return []
