@@ -67,7 +67,7 @@ def run_stack(name: str, detector, threshold: float = 0.5, data_dir: Path | None
     res = detect(neuron, volume, detector=detector, threshold=threshold)
     flagged = res.p_error >= threshold
     return StackResult(name, len(neuron), int(flagged.sum()), dict(Counter(res.reason[flagged].tolist()).most_common()),
-                       float(np.median(res.p_error)) if len(neuron) else float("nan"))
+                       float(np.nanmedian(res.p_error)) if np.isfinite(res.p_error).any() else float("nan"))
 
 
 def run_real(detector, stacks=DIADEM_STACKS, threshold: float = 0.5, data_dir: Path | None = None) -> list[StackResult]:
