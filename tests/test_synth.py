@@ -801,3 +801,20 @@ def test_tip_errors_are_not_placed_on_a_soma_contour_stack(name):
             lab = np.flatnonzero(t.label == 1)
             assert len(lab) and (t.types[lab] == 3).all()
             assert t.alive[:12].all()   # the soma stack is untouched
+
+
+def test_heldout_split_without_navis_is_an_error_not_a_smaller_split(tmp_path, monkeypatch):
+    """The held-out split includes navis' hemibrain skeletons: where navis is missing, `synth`
+    stops with one line (exit 1) instead of drawing from fewer neurons."""
+    import importlib.util
+
+    from typer.testing import CliRunner
+
+    from neurorecon.cli import app
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "navis" else real(name, *a))
+    r = CliRunner().invoke(app, ["synth", "-o", str(tmp_path / "out"), "-n", "1", "--split", "heldout"])
+    assert r.exit_code == 1
+    assert "navis:hemibrain" in r.output and "pip install navis" in r.output
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
