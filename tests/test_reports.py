@@ -17,9 +17,9 @@ from PIL import Image
 
 from neurorecon.io.png import encode_png
 from neurorecon.io.swc import read_swc, write_swc
-from neurorecon.qc.findings import Finding, Fix, Severity, describe_fix, make_finding
+from neurorecon.qc.findings import Fix, Severity, describe_fix, make_finding
 from neurorecon.qc.fixes import FIX_ACTIONS, apply_fix
-from neurorecon.qc.projection import Panel, cluster_points, fit_panels, marker_radius, tree_picture
+from neurorecon.qc.projection import cluster_points, fit_panels, marker_radius, tree_picture
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "morphologies"
 AXON = DATA / "mouse_wholebrain_axons" / "121959.swc"

@@ -80,7 +80,7 @@ def detect_and_evaluate(folder: Path, meta: dict, console) -> tuple[Path, Path, 
     scores = result.write_csv(folder / "crop.scores.csv", overwrite=True)
     index = write_detection_html(result, trace, volume, folder / "html")
     metrics = format_metrics(evaluate_files(scores, folder / meta["labels"]))
-    evaluation = atomic_write_text(folder / "evaluation.txt", metrics + "\n")
+    atomic_write_text(folder / "evaluation.txt", metrics + "\n")
     console.print(f"   detect: {len(result.neuron)} nodes scored, {int(result.flagged.sum())} flagged "
                   f"(p >= {result.threshold})")
     console.print("   evaluation against the injected errors:")

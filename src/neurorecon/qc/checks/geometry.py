@@ -314,7 +314,7 @@ def _prefix_range(ctx, values: np.ndarray, valid: np.ndarray) -> tuple[np.ndarra
     pointer doubling: nodes in (section, depth) order, and a running minimum restarted at each
     section by shifting every section below the ones before it. Rows off any root (cycles) get
     the unbounded range, so that the caller keeps them."""
-    n, p = ctx.neuron, ctx.parent
+    p = ctx.parent
     hops = ctx.cached("hops", lambda: graph.ancestor_sums(p, np.ones(len(p)))[1])
     sec = ctx.section
     order = np.lexsort((hops, sec))
