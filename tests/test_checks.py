@@ -562,12 +562,21 @@ def test_flyem_skeletons_layout_is_quiet(flyem_files):
 
 def test_flyem_layout_is_told_by_its_labels_not_waved_through(flyem_files):
     """The same skeleton with its fork/end labels turned into dendrite (3) is a traced file like
-    any other: its soma inside the tree is an error again and its fat tips warnings; a real
-    traced file with every type set to 0 is not taken for the layout (undefined_type warns)."""
-    n = read_swc(flyem_files[0])
-    relabelled = n.with_changes(types=np.where(np.isin(n.types, (5, 6)), 3, n.types))
-    checks = {(f.check, f.severity) for f in check_neuron(relabelled)}
+    any other: its soma inside the tree is an error again and its fat tips warnings, and its root
+    (an end: the soma is further down its tree) is still no neurite start for narrow_start, while
+    the root of the skeleton without a soma is; a real traced file with every type set to 0 is
+    not taken for the layout (undefined_type warns)."""
+    def relabelled(path):
+        n = read_swc(path)
+        return n.with_changes(types=np.where(np.isin(n.types, (5, 6)), 3, n.types))
+
+    first = relabelled(flyem_files[0])
+    checks = {(f.check, f.severity) for f in check_neuron(first)}
     assert ("soma_not_root", Severity.ERROR) in checks and ("fat_end", W) in checks
+    assert first.radius[0] < 0.9 * first.radius[1] and "narrow_start" not in {c for c, _ in checks}
+    [somaless] = [m for m in map(relabelled, flyem_files) if not (m.types == 1).any()]
+    [f] = [f for f in check_neuron(somaless) if f.check == "narrow_start"]
+    assert f.node_ids[0] == somaless.ids[0]
     traced = read_swc(WHOLE_BRAIN / "85013.swc") if (WHOLE_BRAIN / "85013.swc").is_file() else read_swc(DATA / "clean.swc")
     untyped = traced.with_changes(types=np.zeros_like(traced.types))
     [f] = [f for f in check_neuron(untyped) if f.check == "undefined_type"]
