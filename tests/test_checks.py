@@ -609,6 +609,52 @@ def test_sorted_section_ranges_equal_the_pointer_doubling_ones():
             np.testing.assert_allclose(g[r], w[r], atol=1e-9, err_msg=str(path))
 
 
+def _back_tracking_by_every_pair(n, ctx) -> set:
+    """NeuroM's back-tracking rule tried on every pair of segments of each branch (a before b,
+    b not a's child): the rows of the segments b that turn back into an earlier one."""
+    p, sec, depth, xyz = ctx.parent, ctx.section, ctx.path_length, n.xyz
+    rows = np.flatnonzero(ctx.neurite_edge & (n.edge_length > 0))
+    rmax = np.maximum(n.radius, np.where(p >= 0, n.radius[np.maximum(p, 0)], 0))
+    vec = xyz - xyz[np.maximum(p, 0)]
+    out = set()
+    for s in np.unique(sec[rows]).tolist():
+        m = rows[sec[rows] == s]
+        ia, ib = np.meshgrid(np.arange(len(m)), np.arange(len(m)), indexing="ij")
+        a, b = m[ia.ravel()], m[ib.ravel()]
+        ok = (depth[b] > depth[a]) & (p[b] != a) & (np.einsum("ij,ij->i", vec[a], vec[b]) < 0)
+        a, b = a[ok], b[ok]
+        la = np.linalg.norm(vec[a], axis=1)
+        cp = xyz[b] - (xyz[a] + xyz[p[a]]) / 2
+        proj = np.einsum("ij,ij->i", cp, vec[a]) / la
+        perp = np.linalg.norm(cp - proj[:, None] * vec[a] / la[:, None], axis=1)
+        out |= set(b[(perp <= rmax[a] + rmax[b]) & (np.abs(proj) < 0.55 * la)].tolist())
+    return out
+
+
+def test_back_tracking_finds_what_the_rule_finds_on_every_pair():
+    """The grid search, its direction pre-filter and the pruning of segments beyond a branch's
+    last candidate must keep every pair NeuroM's rule flags: the same segments as trying the rule
+    on every pair of segments of each branch, on real files where it fires."""
+    from neurorecon.qc.checks.geometry import back_tracking
+    from neurorecon.qc.context import CheckContext
+
+    files = [MORPHOLOGIES / "cortical_cng" / "DS3_100101_wL.CNG.swc", MORPHOLOGIES / "neuromorpho_varied" / "pyramidal.swc",
+             MORPHOLOGIES / "neuromorpho_varied" / "microglia.swc", DATA / "back_tracking.swc"]
+    files = [f for f in files if f.is_file()]
+    assert len(files) >= 2
+    flagged = 0
+    for path in files:
+        n = read_swc(path, strict=False)
+        ctx = CheckContext(n, CheckConfig())
+        found = back_tracking(ctx)
+        assert not [f for f in found if f.message.startswith("file-level")]
+        got = set(n.index_of(np.concatenate([np.asarray(f.node_ids[:-1]) for f in found])).tolist()) if found else set()
+        want = _back_tracking_by_every_pair(n, ctx)
+        assert got == want, (path.name, sorted(got ^ want)[:10])
+        flagged += len(want)
+    assert flagged >= 10, flagged
+
+
 def test_numpy_ma_free_statistics_match_numpy():
     from neurorecon.qc.context import median, percentile, row_medians, unique
 
