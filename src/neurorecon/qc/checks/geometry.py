@@ -364,6 +364,12 @@ def back_tracking(ctx):
         return []
     later = _may_point_back(ctx, seg, segments)
     rmax = np.maximum(n.radius, np.where(p >= 0, n.radius[np.maximum(p, 0)], 0))
+    widest = 2 * rmax[segments].max()
+    # A segment pairs only with a later one of its own branch further out: those beyond the last
+    # such one on their branch (a third of them in whole-brain axons) need not be searched.
+    last = np.full(len(n), -np.inf)
+    np.maximum.at(last, ctx.section[later], ctx.path_length[later])
+    segments = segments[ctx.path_length[segments] < last[ctx.section[segments]]]
     length = n.edge_length[segments]
     # b's end lies within sqrt((rmax_a + rmax_b)^2 + (0.55 |a|)^2) of a's midpoint. One search
     # radius for all segments would let a few long ones inflate it for every node, so typical and
@@ -372,7 +378,7 @@ def back_tracking(ctx):
     for group in (length <= 2 * ctx.spacing, length > 2 * ctx.spacing):
         early = segments[group]
         if len(early) and len(later):
-            reach = float(np.hypot(2 * rmax[segments].max(), 0.55 * length[group].max()))
+            reach = float(np.hypot(widest, 0.55 * length[group].max()))
             hits.append(_turning_back(ctx, early, later, rmax, reach))
     rows = unique(np.concatenate(hits) if hits else np.zeros(0, np.int64)).astype(np.int64)
 

@@ -7,8 +7,9 @@ import numpy as np
 from ...morphology import graph, types as T
 from ..findings import Severity, make_finding
 from . import check
+from .layout import LAYOUT, tree_position_labels
 
-W = Severity.WARNING
+W, I = Severity.WARNING, Severity.INFO
 
 
 @check("nonpositive_radius", W, "a radius <= min_radius (default 0)")
@@ -31,6 +32,11 @@ def fat_end(ctx):
     r = np.where(same, n.radius[np.maximum(anc, 0)], 0.0)
     mean = r.sum(axis=1) / same.sum(axis=1)
     bad = (same.sum(axis=1) >= 2) & (mean * th.fat_end_multiple <= n.radius[tips])
+    if bad.any() and tree_position_labels(ctx):
+        # Radii measured from a segmentation's mask swell at boutons and cut ends.
+        return [make_finding("fat_end", I, n, tips[bad], f"file-level: {int(bad.sum())} of {len(tips)} tips at least "
+                             f"{th.fat_end_multiple:g}x the mean radius of their last nodes, radii measured from the "
+                             f"mask ({LAYOUT}); reported once for the whole file")]
     return [make_finding("fat_end", W, n, t, f"tip {n.ids[t]} has radius {n.radius[t]:.3g}, >= {th.fat_end_multiple:g}x the mean {m:.3g} of its last nodes") for t, m in zip(tips[bad].tolist(), mean[bad].tolist())]
 
 
@@ -49,6 +55,12 @@ def _first_child(ctx, rows: np.ndarray) -> np.ndarray:
 def narrow_start(ctx):
     n = ctx.neuron
     roots = ctx.neurite_roots
+    # A tree's root with the soma further down that tree is an end of a neurite, not its start;
+    # so is any root of a skeleton made from a segmentation (rooted where skeletonisation began).
+    top = ctx.parent[roots] < 0
+    if not tree_position_labels(ctx):
+        top &= np.isin(roots, ctx.root_of[ctx.soma_rows[ctx.parent[ctx.soma_rows] >= 0]])
+    roots = roots[~top]
     nxt = _first_child(ctx, roots)
     ok = nxt >= 0
     roots, nxt = roots[ok], nxt[ok]

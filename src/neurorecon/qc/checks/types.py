@@ -8,6 +8,7 @@ from ...morphology import graph, types as T
 from ..context import unique
 from ..findings import Fix, Severity, make_finding
 from . import check
+from .layout import LAYOUT, tree_position_labels
 
 E, W, I = Severity.ERROR, Severity.WARNING, Severity.INFO
 
@@ -25,6 +26,10 @@ ALLOWED_PARENTS = {
 def undefined_type(ctx):
     n = ctx.neuron
     bad = ~np.isin(n.types, ctx.th.known_types)
+    if tree_position_labels(ctx) and bad.any():
+        rows = np.flatnonzero(bad)
+        return [make_finding("undefined_type", I, n, rows, f"file-level: {len(rows)} node(s) of {T.type_name(0)} type: the "
+                             f"types label tree positions, not compartments ({LAYOUT}); reported once for the whole file")]
     out = []
     for t in unique(n.types[bad]).tolist():
         rows = np.flatnonzero(n.types == t)
@@ -153,6 +158,10 @@ def soma_not_root(ctx):
     n, p = ctx.neuron, ctx.parent
     rows = np.flatnonzero(ctx.is_soma & (p >= 0))
     rows = rows[~ctx.is_soma[p[rows]]]
+    if len(rows) and tree_position_labels(ctx):
+        # The root is where the skeletonisation started: the soma inside the tree is the layout.
+        return [make_finding("soma_not_root", I, n, rows, f"file-level: soma node {n.ids[rows[0]]} inside the tree, rooted "
+                             f"where the skeletonisation started ({LAYOUT}); reported once for the whole file")]
     return [make_finding("soma_not_root", E, n, [r, p[r]], f"soma node {n.ids[r]} has neurite parent {n.ids[p[r]]} ({T.type_name(n.types[p[r]])})") for r in rows.tolist()]
 
 
