@@ -658,7 +658,8 @@ def render_section(R: dict, args, command: str) -> str:
     for i, p in enumerate(proc, 1):
         w(f"| {i} | {p['wall']:.1f} s | {nodes / p['wall']:,.0f} | {mib(p['rss'])} | {p['user'] + p['sys']:.1f} s | {p['cpu'] * 100:.0f}% |")
     w("")
-    w(f"Output of the last run: `{proc[-1]['stdout'].splitlines()[0] if proc[-1]['stdout'] else ''}`.")
+    said = [ln for ln in proc[-1]["stdout"].splitlines() if ln.startswith(("coverage:", "100", "nodes scored")) or " scored, " in ln]
+    w(f"Output of the last run: {'; '.join(f'`{ln}`' for ln in said[:2])}.")
     w("")
     w("### In process: where the time goes")
     w("")
