@@ -20,7 +20,7 @@ import typer
 
 from . import __version__, _interrupt
 from .cliutil import (FailOn, ImageFormat, Split, VolumeFormat, document_arguments, exit_now as _exit, exits as _exits,
-                      print_detection as _print_detection, progress as _progress, stderr_console as _stderr_console)
+                      print_detection as _print_detection, progress as _progress)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="neurorecon: check, fix and review neuron reconstructions.")
@@ -125,12 +125,11 @@ def _run_checks(files, cfg, jobs):
 
     if len(files) == 1:
         return check_paths(files, cfg)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(TextColumn("checking"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  transient=True, console=_stderr_console()) as bar:
-        task = bar.add_task("check", total=len(files))
-        return check_paths(files, cfg, jobs=jobs, on_done=lambda _: bar.advance(task))
+    advance, stop = _progress(len(files), "checking")     # drawn on a terminal only (a log gets no blank line)
+    try:
+        return check_paths(files, cfg, jobs=jobs, on_done=lambda _: advance())
+    finally:
+        stop()
 
 
 @app.command(epilog=_exits("fixed (or planned, with --dry-run)", "an output could not be written"))
