@@ -44,6 +44,13 @@ def _rows_of(neuron: Neuron, node_id: int) -> np.ndarray:
     return np.flatnonzero(neuron.ids == node_id)
 
 
+def _row_of(neuron: Neuron, node_id: int) -> int | None:
+    """The row of the one node with this id; None where the id is missing or not unique (an
+    edit planned on another state of the tree does not apply)."""
+    rows = _rows_of(neuron, node_id)
+    return int(rows[0]) if len(rows) == 1 else None
+
+
 def _record(neuron: Neuron, r: int) -> dict:
     return {"id": int(neuron.ids[r]), "type": int(neuron.types[r]), "xyz": neuron.xyz[r].tolist(),
             "radius": float(neuron.radius[r]), "parent_id": int(neuron.parent_ids[r])}
@@ -109,10 +116,9 @@ def _renumber(n: Neuron, p):
 
 
 def _cut(n: Neuron, p):
-    rows = _rows_of(n, p["node_id"])
-    if len(rows) != 1:
+    r = _row_of(n, p["node_id"])
+    if r is None:
         return None
-    r = rows[0]
     parent_ids = n.parent_ids.copy()
     parent_ids[r] = -1
     return n.with_changes(parent_ids=parent_ids), [r], {"parent_id": int(n.parent_ids[r])}, {"parent_id": -1}
@@ -125,10 +131,9 @@ def _reattach_children(n: Neuron, node_id: int, new_parent: int) -> np.ndarray:
 
 
 def _delete(n: Neuron, p):
-    rows = _rows_of(n, p["node_id"])
-    if len(rows) != 1:
+    r = _row_of(n, p["node_id"])
+    if r is None:
         return None
-    r = rows[0]
     parent_ids = _reattach_children(n, int(n.ids[r]), int(n.parent_ids[r]))
     keep = np.delete(np.arange(len(n)), r)
     return n.with_changes(parent_ids=parent_ids).take(keep), [r], _record(n, r), None
@@ -174,10 +179,9 @@ def _bridge(n: Neuron, p):
 
 def _move(n: Neuron, p):
     """Put one node at a new position (the detector's snap back onto the fibre)."""
-    rows = _rows_of(n, p["node_id"])
-    if len(rows) != 1:
+    r = _row_of(n, p["node_id"])
+    if r is None:
         return None
-    r = rows[0]
     xyz = n.xyz.copy()
     xyz[r] = p["xyz"]
     return n.with_changes(xyz=xyz), [r], {"xyz": n.xyz[r].round(4).tolist()}, {"xyz": [round(float(v), 4) for v in p["xyz"]]}
@@ -185,12 +189,12 @@ def _move(n: Neuron, p):
 
 def _prune(n: Neuron, p):
     """Delete a node and everything below it (a spur, an over-extension, a trace onto a neighbour)."""
-    rows = _rows_of(n, p["node_id"])
-    if len(rows) != 1:
+    base = _row_of(n, p["node_id"])
+    if base is None:
         return None
-    gone = np.flatnonzero(graph.subtree_mask(n.parent, rows[0]))
+    gone = np.flatnonzero(graph.subtree_mask(n.parent, base))
     before = {"removed_ids": n.ids[gone].tolist(), "removed": [_record(n, r) for r in gone.tolist()]}
-    return n.take(np.delete(np.arange(len(n)), gone)), [rows[0]], before, None
+    return n.take(np.delete(np.arange(len(n)), gone)), [base], before, None
 
 
 _ACTIONS = {"move": _move, "prune": _prune, "drop_duplicate": _drop_duplicate, "renumber": _renumber, "cut": _cut, "delete": _delete,
