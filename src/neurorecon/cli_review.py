@@ -55,8 +55,11 @@ def _serve(url: str, open_browser: bool, lock=None) -> None:
 
         webbrowser.open(url)
     try:
+        # Short sleeps: a Ctrl-C that the kernel hands to one of the viewer's threads only sets a
+        # flag, which the main thread reads when it wakes (an hour-long sleep kept a review
+        # running after Ctrl-C on a loaded machine).
         while True:
-            time.sleep(3600)
+            time.sleep(0.2)
     except KeyboardInterrupt:
         pass
     # Leaving must not hang (a viewer thread stuck on a loaded machine once kept a stopped review
