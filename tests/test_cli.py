@@ -577,8 +577,11 @@ def _interrupt_after(seconds, *args, cwd, group=False):
     import threading
     import time
 
+    # SIGINT back to its default in the child: the test process may have it ignored at the fork
+    # (see test_review_browser.default_sigint), and a command started so ignores Ctrl-C by design.
     p = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "neurorecon", *map(str, args)], cwd=cwd,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=group)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=group,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     ready, lines = threading.Event(), []
 
     def read():      # all of stderr, always: a full pipe would stop the child

@@ -151,6 +151,15 @@ def test_viewer_offline_layers_keys_and_screenshot(browser, review_sample, scree
 
 
 # ------------------------------------------------------------------------------ the CLI, crash, resume
+def default_sigint():
+    """For a child the test stops with Ctrl-C: Ctrl-C is handled there even where this test process
+    has SIGINT ignored at the moment it forks (in a loaded `make test` the review processes were seen
+    starting with SIGINT and SIGQUIT ignored, the mark of a C system() running in another thread of
+    the test process; a command started like that keeps ignoring Ctrl-C, as a shell's background
+    job does, and the test waited on it in vain)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class ReviewProcess:
     """`neurorecon review` in a subprocess of its own process group (registered in ``processes``,
     whose teardown kills the group), its URL read from stdout."""
@@ -159,7 +168,7 @@ class ReviewProcess:
         cmd = [sys.executable, "-m", "neurorecon", "review", str(sample.trace), "--image", str(sample.image),
                "--scores", str(sample.scores), "--review", str(review)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=default_sigint)
         processes.append(self.proc)
         self.lines: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()

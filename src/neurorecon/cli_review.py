@@ -16,8 +16,6 @@ from .cli import (ConfigOpt, DisableOpt, ForceOpt, ImageOpt, SetOpt, VoxelOpt, _
 
 
 # ------------------------------------------------------------------------------ review in a browser
-#: Seconds a stopped review or view may take to leave before the process is ended regardless.
-EXIT_GRACE_S = 20.0
 PortOpt = typer.Option(0, "--port", min=0, max=65535, help="Port on 127.0.0.1 (0: any free port).")
 OpenOpt = typer.Option(False, "--open", help="Also open the viewer in the default web browser.")
 
@@ -55,27 +53,13 @@ def _serve(url: str, open_browser: bool, lock=None) -> None:
 
         webbrowser.open(url)
     try:
-        # Short sleeps: a Ctrl-C that the kernel hands to one of the viewer's threads only sets a
-        # flag, which the main thread reads when it wakes (an hour-long sleep kept a review
-        # running after Ctrl-C on a loaded machine).
         while True:
-            time.sleep(0.2)
+            time.sleep(3600)
     except KeyboardInterrupt:
         pass
-    # Leaving must not hang (a viewer thread stuck on a loaded machine once kept a stopped review
-    # alive past a minute): every decision is already on disk, written atomically, so after
-    # EXIT_GRACE_S the process ends whatever is still running.
-    import os
-    import threading
-
-    watchdog = threading.Timer(EXIT_GRACE_S, os._exit, args=(0,))
-    watchdog.daemon = True
-    watchdog.start()
-    # Held (re-entrant) until the process ends: a decision being written is finished first, and
-    # none starts after the summary is counted.
-    if lock is not None and not lock.acquire(timeout=EXIT_GRACE_S / 2):
-        typer.echo("warning: a decision was still being written when the review stopped; REVIEW.json holds "
-                   "every decision saved before it", err=True)
+    if lock is not None:
+        with lock:
+            pass
 
 
 @app.command(epilog=_exits("stopped with Ctrl-C or SIGTERM, every decision saved", "the decisions file could not be written", served=True))
