@@ -105,6 +105,37 @@ def test_subtree_helpers_match_a_walk(seed):
         assert sub[k] == (np.flatnonzero(rows == parent[r])[0] if parent[r] in rows else -1)
 
 
+def _walk_up(parent, row):
+    out = [row]
+    while parent[out[-1]] >= 0:
+        out.append(int(parent[out[-1]]))
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_run_tops_and_topmost_marked_ancestor_match_a_walk(seed):
+    rng = np.random.default_rng(seed)
+    n = 400
+    # long chains with side branches, so runs and nested marks occur
+    parent = np.array([-1] + [k - 1 if rng.random() < 0.8 else int(rng.integers(0, k)) for k in range(1, n)])
+    parent[200] = -1
+    label = np.where(rng.random(n) < 0.6, rng.integers(0, 3, n), -1)
+    tops = graph.run_tops(parent, label)
+    marked = rng.random(n) < 0.1
+    topmost = graph.topmost_marked_ancestor(parent, marked)
+    for row in range(n):
+        path = _walk_up(parent, row)
+        if label[row] < 0:
+            assert tops[row] == -1
+        else:
+            k = 0                                   # climb while the parent carries the same label
+            while k + 1 < len(path) and label[path[k + 1]] == label[row]:
+                k += 1
+            assert tops[row] == path[k]
+        above = [r for r in path if marked[r]]
+        assert topmost[row] == (above[-1] if above else -1)
+
+
 def test_points_along_covers_each_segment_evenly():
     from neurorecon.morphology.spatial import points_along
 

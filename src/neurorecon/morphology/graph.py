@@ -133,6 +133,36 @@ def nearest_marked_ancestor(parent: np.ndarray, marked: np.ndarray) -> np.ndarra
     return jump
 
 
+def run_tops(parent: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """For each node with ``label >= 0``, the top node of its run: the nodes connected to it along
+    the tree through parents with the same label. -1 for unlabelled nodes.
+
+    A run of one problem (a stretch of long edges, a detector reason along a branch) is one site,
+    so checks and the viewer group their nodes by this top."""
+    label = np.asarray(label)
+    on = label >= 0
+    has = parent >= 0
+    goes_on = on & has
+    goes_on[has] &= label[parent[has]] == label[has]
+    top = nearest_marked_ancestor(parent, on & ~goes_on)
+    return np.where(on, top, -1)
+
+
+def topmost_marked_ancestor(parent: np.ndarray, marked: np.ndarray) -> np.ndarray:
+    """For each node, the highest marked node at or above it (-1 where none is)."""
+    n = len(parent)
+    near = nearest_marked_ancestor(parent, marked)
+    near = np.where(marked[near], near, -1)
+    up = np.where(parent >= 0, near[np.maximum(parent, 0)], -1)       # next marked node strictly above
+    jump = np.where(marked & (up >= 0), up, np.arange(n))
+    for _ in range(_n_doublings(n)):
+        nxt = jump[jump]
+        if np.array_equal(nxt, jump):
+            break
+        jump = nxt
+    return np.where(near >= 0, jump[np.maximum(near, 0)], -1)
+
+
 def section_prefix_range(parent: np.ndarray, start: np.ndarray, values: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per node, the column-wise min and max of ``values`` over the valid nodes above it in its
     own unbranched section (excluding itself; +inf/-inf where there are none)."""

@@ -105,11 +105,7 @@ def _detector_sites(neuron: Neuron, flags: list[Flag]) -> list[Flag]:
     _, code = np.unique([f.check for f in flags], return_inverse=True)
     reason = np.full(len(neuron), -1, dtype=np.int64)
     reason[rows] = code
-    flagged = reason >= 0
-    has_p = parent >= 0
-    joined = flagged & has_p
-    joined[has_p] &= reason[parent[has_p]] == reason[has_p]
-    label = graph.nearest_marked_ancestor(parent, (flagged & ~joined) | ~flagged)[rows]
+    label = graph.run_tops(parent, reason)[rows]
     label = _pair_gaps(neuron, flags, rows, label)
     _, depth, _ = graph.ancestor_sums(parent)
     groups = _absorb_below_prunes(neuron, flags, rows, _groups(label), depth)
@@ -158,16 +154,11 @@ def _absorb_below_prunes(neuron: Neuron, flags: list[Flag], rows: np.ndarray, gr
         return groups
     is_base = np.zeros(len(parent), dtype=bool)
     is_base[list(site_of)] = True
-    near = graph.nearest_marked_ancestor(parent, is_base)            # the base at or above each node
-    bases = np.fromiter(site_of, dtype=np.int64)
-    above = near[np.maximum(parent[bases], 0)]
-    top = dict(zip(bases.tolist(), np.where((parent[bases] >= 0) & is_base[above], above, bases).tolist()))
-    for _ in range(graph._n_doublings(len(top))):                  # follow bases above bases to the top
-        top = {b: top[t] for b, t in top.items()}
+    top = graph.topmost_marked_ancestor(parent, is_base)            # nested prunes: the topmost base
     out = [list(g) for g in groups]
     for gi, g in enumerate(groups):
-        owners = {top.get(int(b)) for b in near[rows[g]]}
-        if len(owners) != 1 or None in owners:
+        owners = set(top[rows[g]].tolist())
+        if len(owners) != 1 or -1 in owners:
             continue
         home = site_of[owners.pop()]
         if home != gi:

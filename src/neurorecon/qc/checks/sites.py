@@ -26,12 +26,9 @@ def edge_runs(parent: np.ndarray, rows: np.ndarray) -> list[np.ndarray]:
     rows = np.asarray(rows, dtype=np.int64)
     if len(rows) == 0:
         return []
-    mark = np.zeros(len(parent), bool)
-    mark[rows] = True
-    # A run starts at a flagged edge whose parent edge is not flagged; every flagged row below it
-    # without an unflagged edge in between has that start as its nearest marked ancestor.
-    start = mark & ~((parent >= 0) & mark[np.maximum(parent, 0)])
-    top = graph.nearest_marked_ancestor(parent, start)[rows]
+    label = np.full(len(parent), -1)
+    label[rows] = 0
+    top = graph.run_tops(parent, label)[rows]
     order = np.lexsort((rows, rows != top, top))
     cut = np.flatnonzero(np.diff(top[order])) + 1
     return np.split(rows[order], cut)
