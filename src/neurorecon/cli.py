@@ -425,7 +425,8 @@ def train(
     from .detect.evaluate import Metrics
 
     for name, m in rep.heldout.items():
-        typer.echo(f"\nheld-out: {name}\n" + format_metrics(Metrics(**m)))
+        flagged = f"\ncorrect nodes flagged at 0.5 {m['correct_flagged']:.4f}" if "correct_flagged" in m else ""
+        typer.echo(f"\nheld-out: {name}\n" + format_metrics(Metrics.from_dict(m)) + flagged)
 
 
 @app.command("checks", epilog=_exits("listed"))

@@ -34,6 +34,11 @@ class Metrics:
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "Metrics":
+        """The metrics of ``to_dict`` (or of a model's ``meta.json``), other keys left out."""
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
 
 def auc(y: np.ndarray, p: np.ndarray) -> float:
     """Area under the ROC curve (probability that an error node outranks a correct one)."""
