@@ -10,7 +10,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
+# setup.py compiles the helpers in src/neurorecon/_native.c (optional: without a C compiler the
+# install goes on, and neurorecon uses its numpy paths).
+$(VENV)/.installed: $(BIN)/python pyproject.toml setup.py src/neurorecon/_native.c
 	$(BIN)/pip install -q -e .
 	touch $@
 

@@ -2,13 +2,16 @@
 
 Checks need "which nodes lie within r of each other" for every neuron they read. A grid hash in
 numpy answers that in a few vectorised passes and keeps ``neurorecon check`` free of the 0.4 s it
-takes to import scipy.spatial, which is longer than checking a typical neuron. Code that runs
-once per job (fixes) uses scipy instead.
+takes to import scipy.spatial, which is longer than checking a typical neuron. The order-free
+searches (``*_by_rows``) run the same grid in C where the compiled helpers were built
+(:mod:`neurorecon.native`: 3x faster on a whole-brain neuron, the same pairs and distances).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from .. import native
 
 _FULL_NEIGHBOURHOOD = np.array(
     [(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1)], dtype=np.int64
@@ -119,9 +122,12 @@ def close_pairs_by_rows(xyz: np.ndarray, r: float, chunk: int = 1 << 16) -> tupl
     """The pairs of :func:`close_pairs` (i < j, distance <= r, the same distances), in another
     order: the 13 "forward" neighbouring cells and the cell itself are searched as 5 key ranges
     (the cells along the last axis have consecutive keys) rather than 14 cells, a third of the
-    binary searches. For callers that do not depend on the order of the pairs."""
+    binary searches. For callers that do not depend on the order of the pairs. (With the compiled
+    helpers, :mod:`neurorecon.native`, the same search runs in C.)"""
     if len(xyz) < 2 or not np.isfinite(r) or r < 0:
         return _EMPTY
+    if native.lib is not None:
+        return _native_pairs(native.lib.close_pairs(_points(xyz), float(r)))
     lo, size, dims = _frame([xyz], r)
     grid = _Grid(xyz, lo, size, dims)
     keys, order = grid.keys, grid.order
@@ -158,9 +164,16 @@ def cross_pairs_by_rows(a: np.ndarray, b: np.ndarray, r: float, keep=None, chunk
     """The pairs of :func:`cross_pairs` (rows of a, rows of b, distances), in another order: the
     27 neighbouring cells of a query are searched as 9 key ranges (the three cells along the last
     axis have consecutive keys), a third of the binary searches. For callers that do not depend
-    on the order of the pairs."""
+    on the order of the pairs. (With the compiled helpers the search runs in C and ``keep`` sees
+    all pairs within r at once.)"""
     if len(a) == 0 or len(b) == 0 or not np.isfinite(r) or r < 0:
         return _EMPTY
+    if native.lib is not None:
+        i, j, d = _native_pairs(native.lib.cross_pairs(_points(a), _points(b), float(r)))
+        if keep is not None and len(i):
+            ok = keep(i, j, d)
+            i, j, d = i[ok], j[ok], d[ok]
+        return i, j, d
     if len(a) > len(b):
         return _swapped(cross_pairs_by_rows, a, b, r, keep, chunk)
     lo, size, dims = _frame([a, b], r)
@@ -182,6 +195,15 @@ def cross_pairs_by_rows(a: np.ndarray, b: np.ndarray, r: float, keep=None, chunk
                     yield ga.order[i], gb.order[j]
 
     return _collect(pairs(), a, b, r, keep, ordered=False)
+
+
+def _points(xyz: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(xyz, dtype=np.float64).reshape(-1, 3)
+
+
+def _native_pairs(out: tuple[bytes, bytes, bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    i, j, d = out
+    return np.frombuffer(i, np.int64), np.frombuffer(j, np.int64), np.frombuffer(d, np.float64)
 
 
 def any_within(a: np.ndarray, b: np.ndarray, r: float, chunk: int = 1 << 16) -> np.ndarray:
