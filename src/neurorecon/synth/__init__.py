@@ -1,0 +1,1 @@
+"""Synthetic data: images rendered from real shapes, for training and testing."""
