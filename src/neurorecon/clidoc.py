@@ -23,7 +23,7 @@ Conventions, the same in every command:
   input never is (except by `fix` and `apply` with `--overwrite`, which say so);
 * the image a trace was traced in is `--image` (`detect`, `review`); the volumes `view` shows are
   what it is about, so they are its arguments;
-* `--format` is a volume format (`convert`); `synth` writes its images as `--image-format`;
+* `--format` is a volume format (`convert`; `synth-em`: tif or zarr); `synth` writes its images as `--image-format`;
 * every output is checked to be writable before the work starts: a read-only folder, a folder
   where a file is wanted or an existing output is one line on stderr and exit code 2;
 * Ctrl-C at any moment ends a command with one line, `neurorecon: interrupted`, and exit code 130,

@@ -38,10 +38,11 @@ from scipy import ndimage as ndi
 from .em_defects import Defect, apply_brightness_defects, apply_stack_defects, draw_defects
 
 __all__ = ["EMRender", "EMStyle", "HELDOUT_STYLE", "PINKY40_VOXEL_NM", "Region", "STYLES", "TRAIN_STYLES",
-           "crop_fits", "load_pinky40", "pinky40_split", "random_crop", "relabel_sequential", "render_em"]
+           "crop_fits", "load_pinky40", "pinky40_split", "random_crop", "relabel_sequential", "render_em", "write_em"]
 
 PINKY40_FILE = Path("em") / "pinky40_labels_512.npy.gz"
-#: pinky40 voxel size in nm, (z, y, x).
+#: pinky40's shape, (z, y, x), and voxel size in nm, (z, y, x).
+PINKY40_SHAPE = (512, 512, 512)
 PINKY40_VOXEL_NM = (40.0, 16.0, 16.0)
 #: The held-out block is x >= HELDOUT_FROM and y >= HELDOUT_FROM (file axes), all z.
 HELDOUT_FROM = 256
@@ -217,7 +218,7 @@ class EMStyle:
 #: Bounds that :meth:`EMStyle.random` keeps every number within.
 STYLE_RANGES = {
     "cytoplasm": (0.5, 0.9), "cell_var": (0.0, 0.12), "ecs": (0.6, 1.0), "membrane_dark": (0.4, 0.9),
-    "membrane_nm": (7.0, 22.0), "membrane_var": (0.1, 0.5), "oblique": (0.2, 0.7), "texture": (0.02, 0.16),
+    "membrane_nm": (6.0, 24.0), "membrane_var": (0.1, 0.5), "oblique": (0.2, 0.7), "texture": (0.02, 0.16),
     "grain_px": (0.7, 2.0), "specks": (0.0, 0.01), "mito_density": (0.3, 1.5), "mito_dark": (0.25, 0.65),
     "vesicle_density": (0.2, 1.3), "blur_px": (0.4, 1.4), "blur_z": (0.0, 0.4), "dose": (15.0, 300.0),
     "read_noise": (0.005, 0.07), "line_noise": (0.0, 0.0), "shading": (0.0, 0.12), "black": (0.0, 0.3),
@@ -532,3 +533,35 @@ def _imaging(bright: np.ndarray, style: EMStyle, seed: int) -> np.ndarray:
             noisy += style.line_noise * rng.standard_normal((b.shape[0], 1), dtype=np.float32)
         out[k] = np.clip(np.rint(255.0 * (style.black + span * noisy)), 0, 255).astype(np.uint8)
     return out
+
+
+# ------------------------------------------------------------------------------------ writing
+def write_em(render: EMRender, folder: str | os.PathLike, name: str, fmt: str = "tif",
+             voxel_size_nm=PINKY40_VOXEL_NM, info: dict | None = None) -> dict:
+    """Write a rendered volume: ``NAME.tif`` (or ``.zarr``) the image, ``NAME.labels.tif`` (or
+    ``.labels.zarr``) its labels renumbered 1..n (0 stays 0; uint16, as ImageJ TIFF cannot hold
+    pinky40's 32-bit ids), and ``NAME.json``: ``info``, the style, the defects and ``label_ids``
+    (``label_ids[k]`` is the source id of label k). Returns that JSON as a dict."""
+    import json
+
+    from ..io.atomic import atomic_write_text
+    from ..io.volume import write_tiff, write_zarr
+
+    if fmt not in ("tif", "zarr"):
+        raise ValueError(f"fmt must be 'tif' or 'zarr', not {fmt!r}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    labels, ids = relabel_sequential(render.labels)
+    vs_um = tuple(v / 1000.0 for v in voxel_size_nm[::-1])      # (x, y, z) µm, the io convention
+    paths = {"image": f"{name}.{fmt}", "labels": f"{name}.labels.{fmt}"}
+    for key, arr in (("image", render.image), ("labels", labels)):
+        if fmt == "tif":
+            write_tiff(folder / paths[key], arr, vs_um)
+        else:
+            write_zarr(folder / paths[key], arr, vs_um, overwrite=True)
+    meta = {**(info or {}), **paths, "shape_zyx": list(render.image.shape),
+            "voxel_size_nm": dict(zip("zyx", (float(v) for v in voxel_size_nm))),
+            "style": render.style.to_dict(), "defects": [d.to_dict() for d in render.defects],
+            "label_ids": [int(i) for i in ids]}
+    atomic_write_text(folder / f"{name}.json", json.dumps(meta))
+    return meta
