@@ -27,6 +27,7 @@ from neurorecon.synth.em import (
     TRAIN_STYLES,
     EMStyle,
     load_pinky40,
+    nucleus_mask,
     pinky40_split,
     random_crop,
     relabel_sequential,
@@ -175,6 +176,20 @@ def test_extracellular_space_is_pale_and_organelles_dark():
         assert np.percentile(smooth[far & (crop != 0)], 1) < cyto - 25, name
 
 
+def test_nuclei_only_in_the_soma():
+    """Made for the whole volume, the nucleus mask falls in pinky40's one soma (the label that
+    fills the top of sections 0-400), deep inside it, and nowhere in thinner objects."""
+    labels, vs = _pinky()
+    mask = nucleus_mask(labels, vs)
+    sample = (slice(None, None, 2), slice(None, None, 4), slice(None, None, 4))
+    inside = labels[sample][mask[sample]]
+    soma = 25024949
+    assert inside.size > 10_000 and np.mean(inside == soma) > 0.99
+    assert 0.05 < mask[sample].sum() / np.sum(labels[sample] == soma) < 0.5
+    with pytest.raises(ValueError, match="nucleus must have the shape"):
+        render_em(_crop(), STYLES["tem"], np.random.default_rng(0), nucleus=mask[:2])
+
+
 # ------------------------------------------------------------------------------------ determinism
 def test_same_seed_same_volume():
     style = STYLES["tem"]
@@ -207,7 +222,7 @@ def test_each_defect_changes_its_sections_only():
     assert smudged < clean.image[15, 45:75, 55:85].mean() - 15                             # darker under the smudge
     b18, in18 = _boundary(crop)[18], ndi.distance_transform_edt(~_boundary(crop)[18]) >= 4
     contrast = [im[18][in18].mean() - im[18][b18].mean() for im in (got.image.astype(float), clean.image.astype(float))]
-    assert contrast[0] < 0.7 * contrast[1]                                               # out of focus: membranes fade
+    assert contrast[0] < 0.8 * contrast[1]                                               # out of focus: membranes fade
     assert np.array_equal(got.image[20:, :, 2:], clean.image[20:, :, :-2])                # step: every later section
     assert np.array_equal(got.labels[20:, :, 2:], crop[20:, :, :-2])
     touched = {3, 7, 10, 12, 13, 15, 18, 20, 21, 22, 23}

@@ -56,20 +56,22 @@ def synth_em(
 
     import numpy as np
 
-    from .synth.em import STYLES, EMStyle, load_pinky40, pinky40_split, random_crop, render_em, write_em
+    from .synth.em import STYLES, EMStyle, load_pinky40, nucleus_mask, pinky40_split, random_crop, render_em, write_em
 
     try:
         labels, voxel_nm = load_pinky40()
     except FileNotFoundError as e:
         _fail(str(e), 1)
     regions = pinky40_split(labels, split)
+    nuclei = nucleus_mask(labels, voxel_nm)      # of the whole volume: a crop of the soma gets its part
     advance, stop = _progress(n, "rendering")
     try:
         for i in range(n):
             rng = np.random.default_rng([seed, i])
             crop, origin = random_crop(regions, (sz, sy, sx), rng)
             look = EMStyle.random(rng) if style_name == "random" else STYLES[style_name]
-            result = render_em(crop, look, rng, voxel_nm)
+            box = tuple(slice(o, o + k) for o, k in zip(origin, crop.shape))
+            result = render_em(crop, look, rng, voxel_nm, nucleus=nuclei[box])
             name = f"em_{i:04d}"
             info = {"source": "pinky40", "split": split, "seed": seed, "index": i,
                     "origin_zyx": [int(v) for v in origin], "size_xyz": [sx, sy, sz]}

@@ -38,7 +38,7 @@ from scipy import ndimage as ndi
 from .em_defects import Defect, apply_brightness_defects, apply_stack_defects, draw_defects
 
 __all__ = ["EMRender", "EMStyle", "HELDOUT_STYLE", "PINKY40_VOXEL_NM", "Region", "STYLES", "TRAIN_STYLES",
-           "crop_fits", "load_pinky40", "pinky40_split", "random_crop", "relabel_sequential", "render_em", "write_em"]
+           "crop_fits", "load_pinky40", "nucleus_mask", "pinky40_split", "random_crop", "relabel_sequential", "render_em", "write_em"]
 
 PINKY40_FILE = Path("em") / "pinky40_labels_512.npy.gz"
 #: pinky40's shape, (z, y, x), and voxel size in nm, (z, y, x).
@@ -262,7 +262,7 @@ class EMRender:
 
 
 def render_em(labels: np.ndarray, style: EMStyle, rng: np.random.Generator,
-              voxel_size_nm=PINKY40_VOXEL_NM, defects="random") -> EMRender:
+              voxel_size_nm=PINKY40_VOXEL_NM, defects="random", nucleus: np.ndarray | None = None) -> EMRender:
     """Render an EM-like image of a dense segmentation.
 
     Parameters
@@ -277,6 +277,10 @@ def render_em(labels: np.ndarray, style: EMStyle, rng: np.random.Generator,
     voxel_size_nm : (z, y, x) in nm
     defects : "random", or a sequence of Defect
         "random" draws them from ``style.defects``; ``()`` renders a clean volume.
+    nucleus : ndarray of bool, shape (nz, ny, nx), optional
+        Where somata have their nucleus; default :func:`nucleus_mask` of ``labels``. Pass the crop
+        of a mask made for the whole volume, so that a soma cut by the crop keeps its nucleus
+        where the whole soma puts it.
 
     Returns
     -------
@@ -306,7 +310,11 @@ def render_em(labels: np.ndarray, style: EMStyle, rng: np.random.Generator,
 
     bright = _cytoplasm(lab, n, style, r_struct, r_tex)
     membrane = _membranes(lab, n, dist, bz, style, vs, r_struct)
-    nucleus = _nuclei(lab, n, dist, bright, membrane, style, vs, r_org)
+    if nucleus is None:
+        nucleus = nucleus_mask(lab_in, vs)
+    elif np.shape(nucleus) != shape:
+        raise ValueError(f"nucleus must have the shape of labels {shape}, got {np.shape(nucleus)}")
+    nucleus = _nuclei(lab, np.asarray(nucleus, bool), bright, membrane, vs, r_org)
     mito = _mitochondria(lab, dist, nucleus, style, vs, r_org)
     vesicles, psd = _synapses(lab, dist, bxy, nucleus, style, vs, r_org)
     bright *= 1.0 - style.mito_dark * mito
@@ -387,7 +395,9 @@ def _membranes(lab, n, dist, bz, style: EMStyle, vs, rng) -> np.ndarray:
     dark_obj = np.exp(0.6 * style.membrane_var * rng.standard_normal(n)).astype(np.float32)
     width = style.membrane_nm * width_obj[lab] * np.exp(style.membrane_var * _smooth_noise(shape, (2.0, 8.0, 8.0), rng))
     dark = dark_obj[lab] * np.exp(0.7 * style.membrane_var * _smooth_noise(shape, (2.0, 6.0, 6.0), rng))
-    m = np.exp(-0.5 * (dist / width) ** 2) * dark
+    # A boundary voxel holds part of the membrane however thin it is, so it is dark in full: the
+    # profile runs from the voxel's edge, and the width sets how far the dark spreads beyond it.
+    m = np.exp(-0.5 * (np.maximum(dist - 0.5 * min(vs[1:]), 0.0) / width) ** 2) * dark
     # A membrane crossing the section obliquely spreads its stain over the strip between where it
     # enters and leaves: grey, darkest next to the in-plane line, fainter across a wide smear.
     smear = style.oblique * dark * bz * (0.35 + 0.65 * np.exp(-dist / 50.0))
@@ -395,28 +405,67 @@ def _membranes(lab, n, dist, bz, style: EMStyle, vs, rng) -> np.ndarray:
     return np.clip(m, 0.0, 1.0)
 
 
-def _nuclei(lab, n, dist, bright, membrane, style: EMStyle, vs, rng) -> np.ndarray:
-    """A nucleus in each object with interior over 1.5 µm from its boundary (a soma): the part
-    farther in than half that depth, with a roughened edge. Paler nucleoplasm, dark chromatin
-    clumps and a rim of heterochromatin; the envelope joins the membranes. Returns the mask."""
-    deep = dist >= 1500.0
-    deep &= lab > 0
-    if not deep.any():
-        return np.zeros(lab.shape, bool)
-    deepest = np.zeros(n, np.float32)
-    np.maximum.at(deepest, lab[deep], dist[deep])
-    somata = np.flatnonzero(deepest)
+def nucleus_mask(labels: np.ndarray, voxel_size_nm=PINKY40_VOXEL_NM, step: int = 4, min_depth_nm: float = 1500.0,
+                 fraction: float = 0.45) -> np.ndarray:
+    """Where nuclei go: in each object reaching deeper than ``min_depth_nm`` from its surface (a
+    soma), the part deeper than ``fraction`` of its deepest point.
+
+    Depth is the 3D distance to the nearest boundary between objects (an object is taken to go
+    on beyond the volume's faces), worked out on every ``step``-th voxel in y and x. Objects
+    under 64 of those voxels (pinky40 has small fragments inside its soma) do not count as
+    boundaries, so they do not dent the nucleus. In pinky40 only the soma reaches 1.5 µm
+    (2.2 µm; the next object 0.8 µm). Made for a crop alone, the mask depends on the crop; make
+    it for the whole volume and crop it (see ``render_em``).
+
+    Returns
+    -------
+    ndarray of bool, the shape of ``labels``.
+    """
+    lab, _ = relabel_sequential(labels[:, ::step, ::step])
+    lab = lab.astype(np.int32)
+    sizes = np.bincount(lab.ravel())
+    big = np.where(sizes[lab] >= 64, lab, -1)           # -1: small, not a boundary
+    surface = np.zeros(lab.shape, bool)
+    for axis in range(3):
+        lo, hi = [slice(None)] * 3, [slice(None)] * 3
+        lo[axis], hi[axis] = slice(None, -1), slice(1, None)
+        a, b = big[tuple(lo)], big[tuple(hi)]
+        diff = (a != b) & (a >= 0) & (b >= 0)
+        surface[tuple(lo)] |= diff
+        surface[tuple(hi)] |= diff
+    if not surface.any():
+        return np.zeros(labels.shape, bool)
+    vs = (float(voxel_size_nm[0]), float(voxel_size_nm[1]) * step, float(voxel_size_nm[2]) * step)
+    depth = ndi.distance_transform_edt(~surface, sampling=vs).astype(np.float32)
+    deepest = np.zeros(len(sizes), np.float32)
+    np.maximum.at(deepest, lab.ravel(), depth.ravel())
+    deepest[0] = 0.0
+    threshold = np.where(deepest >= min_depth_nm, fraction * deepest, np.inf).astype(np.float32)
+    small = (depth >= threshold[lab]) & (lab > 0)
+    # Blocks of step x step: the nucleus lies far inside its soma, so they never reach another
+    # object (only the small fragments within), and the renderer smooths the edge.
+    return np.repeat(np.repeat(small, step, axis=1), step, axis=2)[:, : labels.shape[1], : labels.shape[2]]
+
+
+def _nuclei(lab, mask, bright, membrane, vs, rng) -> np.ndarray:
+    """Render the nuclei of ``mask`` (smoothed, its edge roughened, kept inside its object): paler
+    nucleoplasm, dark chromatin clumps and a rim of heterochromatin; the envelope joins the
+    membranes. Returns the final mask."""
+    if not mask.any():
+        return mask
     shape = lab.shape
-    threshold = np.full(n, np.inf, np.float32)
-    threshold[somata] = np.maximum(0.5 * deepest[somata], 900.0)
-    rough = 120.0 * _smooth_noise(shape, (2.0, 12.0, 12.0), rng)
-    nucleus = dist + rough >= threshold[lab]
+    soft = ndi.gaussian_filter(mask.astype(np.float32), (0.5, 3.0, 3.0)) + 0.12 * _smooth_noise(shape, (2.0, 10.0, 10.0), rng)
+    owner = np.zeros(int(lab.max()) + 1, bool)
+    owner[np.unique(lab[mask])] = True
+    nucleus = (soft > 0.5) & owner[lab] & (lab > 0)
     if not nucleus.any():
         return nucleus
     clumps = np.clip(_smooth_noise(shape, (0.8, 3.0, 3.0), rng) - 0.5, 0.0, 1.5)
-    edge = ndi.distance_transform_edt(nucleus, sampling=vs).astype(np.float32)
+    edge = np.full(shape, 1e6, np.float32)       # nm inside the nuclear envelope, in-plane
+    for k in np.flatnonzero(nucleus.any(axis=(1, 2))):
+        edge[k] = ndi.distance_transform_edt(nucleus[k], sampling=vs[1:])
     rim = np.exp(-edge / 50.0)
-    bright[nucleus] *= (1.05 * (1.0 - 0.25 * clumps - 0.3 * rim))[nucleus]
+    bright[nucleus] *= (1.06 * (1.0 - 0.35 * clumps - 0.3 * rim))[nucleus]
     env = nucleus & (edge < vs[1] * 1.01)
     membrane[env] = np.maximum(membrane[env], 0.8)
     return nucleus
@@ -468,7 +517,7 @@ def _mitochondria(lab, dist, nucleus, style: EMStyle, vs, rng) -> np.ndarray:
         # Coordinates in the mitochondrion's frame, nm.
         p = [frame[k, 0] * gz + frame[k, 1] * gy + frame[k, 2] * gx for k in range(3)]
         q = sum((pk / rk) ** 2 for pk, rk in zip(p, radii))
-        inside = (q < 1.0) & own & (dist[box] > 12.0)
+        inside = (q < 1.0) & own & (dist[box] > 12.0) & ~nucleus[box]
         if not inside.any():
             continue
         depth = (1.0 - np.sqrt(np.minimum(q, 1.0))) * thick        # nm inside the outer membrane
