@@ -28,11 +28,15 @@ SOMA = (slice(150, 214), slice(0, 256), slice(200, 456))       # y < 256: traini
 
 
 def palette() -> np.ndarray:
+    """128 grey levels, then black and 127 colours around the hue circle in golden-angle steps
+    (neighbouring indices far apart in hue) at two lightnesses."""
     grey = np.repeat(np.linspace(0, 255, 128).astype(np.uint8)[:, None], 3, axis=1)
-    rng = np.random.default_rng(3)
-    colours = rng.integers(50, 256, size=(128, 3)).astype(np.uint8)
-    colours[0] = (0, 0, 0)
-    return np.concatenate([grey, colours])
+    k = np.arange(127)
+    hue = (k * 0.618034) % 1.0
+    light = np.where(k % 2, 0.55, 0.8)
+    rgb = np.stack([np.clip(np.abs((hue * 6 + o) % 6 - 3) - 1, 0, 1) for o in (0, 4, 2)], axis=1)
+    colours = (255 * (light[:, None] * (0.35 + 0.65 * rgb))).astype(np.uint8)
+    return np.concatenate([grey, [[0, 0, 0]], colours]).astype(np.uint8)
 
 
 def grey(img: np.ndarray) -> np.ndarray:
@@ -40,9 +44,12 @@ def grey(img: np.ndarray) -> np.ndarray:
 
 
 def colour(lab: np.ndarray) -> np.ndarray:
-    idx = (lab.astype(np.uint64) * np.uint64(2654435761) % np.uint64(127) + np.uint64(1)).astype(np.uint8)
+    """Palette indices of a label tile: its labels numbered in order, so that up to 127 labels
+    get distinct colours (0 is black)."""
+    ids, inv = np.unique(lab, return_inverse=True)
+    idx = (inv.reshape(lab.shape) - (1 if ids[0] == 0 else 0)) % 127 + 1
     idx[lab == 0] = 0
-    return idx + 128
+    return (idx + 128).astype(np.uint8)
 
 
 def xz(a: np.ndarray, y: int) -> np.ndarray:
