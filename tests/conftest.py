@@ -92,7 +92,7 @@ class ReviewSample:
 
 
 def make_review_sample(folder: Path) -> ReviewSample:
-    from neurorecon.detect.render import Fibres, Imaging, render
+    from neurorecon.synth.render import Fibres, Imaging, render
     from neurorecon.io.volume import write_tiff
 
     rows = _trace_rows()

@@ -13,7 +13,7 @@ import pytest
 
 from neurorecon.detect.api import detect
 from neurorecon.detect.model import load_detector
-from neurorecon.detect.render import Fibres, Imaging, render
+from neurorecon.synth.render import Fibres, Imaging, render
 from neurorecon.io.swc import read_swc, write_swc
 from neurorecon.io.volume import open_volume, write_tiff, write_zarr
 from neurorecon.morphology.neuron import Neuron
@@ -366,7 +366,7 @@ def test_section_lengths_are_in_um_whatever_the_node_spacing():
 
 
 def test_rare_error_types_weigh_as_much_as_common_ones():
-    from neurorecon.detect.errors import ERROR_CODE
+    from neurorecon.synth.errors import ERROR_CODE
     from neurorecon.detect.model import type_weights
 
     etype = np.array([0] * 50 + [ERROR_CODE["loop"]] * 40 + [ERROR_CODE["spur"]] * 20 + [ERROR_CODE["gap"]] * 8

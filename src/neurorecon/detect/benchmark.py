@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..morphology import graph
-from .errors import ERROR_TYPES
+from ..synth.errors import ERROR_TYPES
 from .evaluate import evaluate
 
 
