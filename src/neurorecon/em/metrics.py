@@ -225,9 +225,12 @@ def adapted_rand_error(seg=None, gt=None, *, table: Contingency | None = None) -
     (number of such voxels) / (voxels in the volume) to both sum n_ij^2 and sum b_j^2 (the
     script's term, kept so that the numbers are CREMI's).
 
-    scikit-image's ``adapted_rand_error(gt, seg)`` counts pairs of distinct voxels (it
-    subtracts the voxel count from each sum of squares) and treats ``seg == 0`` as an ordinary
-    segment, so its numbers differ from these by about 1 / (mean object size).
+    That term is questioned in cremi_python issue #3 (open since 2016); gala and then
+    scikit-image went to counting pairs of distinct voxels instead (each sum of squares minus
+    the voxel count), so ``skimage.metrics.adapted_rand_error(gt, seg)`` differs from these
+    numbers by about 1 / (mean object size). It also treats ``seg == 0`` as an ordinary
+    segment, and returns ``(error, recall, precision)`` in this function's terms (its
+    "precision" divides by the true objects' pairs; scikit-image issue #6485).
 
     Examples
     --------

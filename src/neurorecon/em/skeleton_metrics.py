@@ -365,8 +365,8 @@ def _find_merges(skels: list[_Labelled], fragments: Mapping[int, list[Neuron]], 
 
 
 # ------------------------------------------------------------------------------ the metrics
-def _pct(n: float, of: int) -> float:
-    return 100.0 * n / of if of else math.nan
+def _pct(n, of: int) -> float:
+    return 100.0 * float(n) / of if of else math.nan
 
 
 def _scores(sk: _Labelled, merged: set, n_merges: int | None, sites) -> SkeletonScores:
