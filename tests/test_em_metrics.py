@@ -236,3 +236,175 @@ def test_lazy_volume_and_array_give_the_same_scores(demo_scores):
     vol = open_volume(np.ascontiguousarray(load_npy(DEMO / "pred_segmentation.npy.gz")))
     lazy = skeleton_metrics(vol, read_skeletons(DEMO / "target_swcs.zip"), fragments=read_skeletons(DEMO / "pred_swcs.zip"))
     assert [s.to_dict() for s in lazy] == [s.to_dict() for s in demo_scores]
+
+
+# ------------------------------------------------------------------------------ skeleton metrics: by hand
+ZYX = (" id, type, z, y, x, r, pid",)        # the reference's column header: coordinates in array order
+
+
+def _skeleton(points_zyx, parents=None, name="s", header=ZYX):
+    """A skeleton from (z, y, x) points, a chain unless ``parents`` (0-based, -1 root) is given."""
+    pts = np.asarray(points_zyx, dtype=float)
+    n = len(pts)
+    par = np.arange(-1, n - 1) if parents is None else np.asarray(parents)
+    xyz = pts if header == ZYX else pts[:, ::-1]
+    return Neuron.from_arrays(np.arange(1, n + 1), np.full(n, 2), xyz, np.ones(n), np.where(par >= 0, par + 1, -1),
+                              header=header, source=f"{name}.swc")
+
+
+def _line(x0, x1, y=5, z=5, step=1):
+    return [(z, y, x) for x in range(x0, x1 + 1, step)]
+
+
+def _score(seg, skels, **kw):
+    return skeleton_metrics(seg, {f"s{k}": s for k, s in enumerate(skels)}, **kw)
+
+
+def _seg_along(labels_by_x, shape=(10, 10, 20), y=5, z=5):
+    seg = np.zeros(shape, np.uint32)
+    seg[z, y, :len(labels_by_x)] = labels_by_x
+    return seg
+
+
+def test_gap_in_one_segment_is_filled_and_counts_as_correct():
+    line = _skeleton(_line(0, 10))                               # 11 nodes, 10 edges of length 1
+    for labels in ([1] * 4 + [0] * 3 + [1] * 4, [1] * 8 + [0] * 3, [0] * 2 + [1] * 9):    # inside, at a tip, at the root
+        (s,) = _score(_seg_along(labels), [line])
+        assert (s.n_splits, s.split_edges, s.omit_edges, s.edge_accuracy) == (0, 0.0, 0.0, 100.0), labels
+        assert s.run_length == 10.0 and s.erl == 10.0 and s.normalized_erl == 1.0
+        assert math.isnan(s.split_rate) and s.n_merges is None and math.isnan(s.merge_rate)
+
+
+def test_a_split_with_an_unfilled_gap():
+    (s,) = _score(_seg_along([1] * 4 + [0] * 3 + [2] * 4), [_skeleton(_line(0, 10))])
+    # The gap touches segments 1 and 2: it stays; its 2 inner edges are omitted and its 2 end edges
+    # (labelled - unlabelled) count as split, as in the reference.
+    assert s.n_splits == 1 and s.split_edges == 20.0 and s.omit_edges == 20.0 and s.edge_accuracy == 60.0
+    assert s.erl == pytest.approx((3**2 + 3**2) / 6) and s.normalized_erl == pytest.approx(0.3)
+    assert s.split_rate == pytest.approx(10 * (1 - 0.4) / 1)
+
+
+def test_a_segment_met_twice_counts_once_with_its_first_piece():
+    (s,) = _score(_seg_along([1] * 4 + [2] * 3 + [1] * 4), [_skeleton(_line(0, 10))])
+    assert s.n_splits == 1 and s.split_edges == 20.0
+    # Pieces: segment 1's first stretch (length 3) and segment 2's (2); the later stretch of
+    # segment 1 is not counted (the reference's run length starts from the segment's first node).
+    assert s.erl == pytest.approx((9 + 4) / 5)
+    assert expected_run_length([3.0, 2.0]) == s.erl
+
+
+def test_fill_gaps_on_a_branched_tree():
+    #      0(7) - 1(0) - 2(0) - 3(7)         a gap inside one segment: filled
+    #                    \- 4(0) - 5(8)      ... unless a branch of it reaches another segment
+    parent = np.array([-1, 0, 1, 2, 2, 4])
+    assert fill_gaps(parent, np.array([7, 0, 0, 7, 0, 8])).tolist() == [7, 0, 0, 7, 0, 8]
+    assert fill_gaps(parent, np.array([7, 0, 0, 7, 0, 7])).tolist() == [7] * 6
+    assert fill_gaps(parent, np.array([0, 0, 0, 0, 0, 0])).tolist() == [0] * 6        # nothing to fill from
+
+
+def test_voxel_size_and_coordinate_order():
+    seg = _seg_along([3] * 6 + [4] * 5)
+    zyx = _skeleton(_line(0, 10))
+    xyz = _skeleton(_line(0, 10), header=(" id type x y z r parent",))
+    plain = _skeleton(_line(0, 10), header=())                   # no header: SWC x, y, z
+    a, b, c = (_score(seg, [s])[0] for s in (zyx, xyz, plain))
+    assert a.to_dict() == b.to_dict() == c.to_dict() and a.n_splits == 1
+    # Read the wrong way round, the line runs along z and meets the segments at one node only.
+    (forced,) = _score(seg, [zyx], swc_axes="xyz")
+    assert forced.n_splits == 0 and a.n_splits == 1
+    (big,) = _score(seg, [zyx], voxel_size=(0.5, 2.0, 2.0))      # x is the array's last axis
+    assert big.run_length == 5.0 and big.erl == pytest.approx(a.erl / 2)
+    with pytest.raises(ValueError, match="positive"):
+        _score(seg, [zyx], voxel_size=(1, 0, 1))
+
+
+def test_a_segment_on_two_skeletons_is_a_merge_on_both():
+    seg = np.zeros((10, 20, 80), np.uint32)
+    seg[5, 5, :] = seg[5, 15, :] = 9
+    a, b = _skeleton(_line(0, 59, y=5)), _skeleton(_line(0, 59, y=15))      # 60 nodes each
+    for s in _score(seg, [a, b]):
+        assert s.merged_edges == 100.0 and s.erl == 0.0 and s.edge_accuracy == 0.0 and s.n_merges is None
+    short = _skeleton(_line(0, 39, y=15))                          # 40 nodes: not more than 50
+    for s in _score(seg, [a, short]):
+        assert s.merged_edges == 0.0 and s.erl == s.run_length
+
+
+def _merge_scene():
+    """Skeleton A (90 nodes along x) lies in segment 5, which also holds an unannotated neuron:
+    three branches of the fragment 5.swc leave A along y at x = 151 and 160 (9 apart: one merge)
+    and a separate piece, 5.extra.swc, leaves at x = 61. Skeleton B lies in segment 7, whose
+    fragment follows it and nothing else."""
+    seg = np.zeros((20, 120, 200), np.uint64)
+    seg[10, 10, :] = 5
+    seg[18, 60, :] = 7
+    a = _skeleton(_line(10, 188, y=10, z=10, step=2), name="A")
+    b = _skeleton(_line(10, 100, y=60, z=18, step=2), name="B")
+    trunk = _line(10, 188, y=10, z=10, step=3)
+    pts, par = list(trunk), list(range(-1, len(trunk) - 1))
+    for x in (151, 160):
+        at = trunk.index((10, 10, x))
+        for k, y in enumerate(range(13, 111, 3)):
+            par.append(at if k == 0 else len(pts) - 1)
+            pts.append((10, y, x))
+    frag = {"5": _skeleton(pts, par), "5.extra": _skeleton([(10, y, 61) for y in range(13, 111, 3)]),
+            "7": _skeleton(_line(10, 100, y=60, z=18, step=3)), "notes": _skeleton(_line(0, 100, y=100))}
+    return seg, {"A": a, "B": b}, frag
+
+
+def test_merges_found_with_the_fragments():
+    seg, skels, frags = _merge_scene()
+    a, b = skeleton_metrics(seg, skels, fragments=frags)
+    # Sites: the branch point at x = 151 (the one at 160 is within 30 of it), and the end of the
+    # separate piece nearest A (it has no branch point), at (x, y, z) = (61, 13, 10).
+    assert a.n_merges == 2 and a.merge_sites == ((151.0, 10.0, 10.0), (61.0, 13.0, 10.0))
+    assert a.merged_edges == 100.0 and a.erl == 0.0 and a.merge_rate == pytest.approx(178.0 / 2)
+    assert b.n_merges == 0 and b.merged_edges == 0.0 and b.erl == b.run_length == 90.0
+    assert summarize([a, b])["total"] == {"n_splits": 0, "n_merges": 2}
+    a0, b0 = skeleton_metrics(seg, skels)                          # without fragments merges are not counted
+    assert a0.n_merges is None and a0.erl == a0.run_length and math.isnan(a0.merge_rate)
+    assert summarize([a0, b0])["total"]["n_merges"] is None
+
+
+def test_a_fragment_passing_by_another_segment_is_no_merge():
+    seg, skels, frags = _merge_scene()
+    seg[10, 10, 140:] = 6                   # A's nodes beyond x = 140 are now in segment 6: 5's piece there is gone
+    a, _ = skeleton_metrics(seg, skels, fragments={"5": frags["5"]})
+    assert a.n_splits == 1 and a.n_merges == 0                 # the branches at 151/160 leave segment 6's stretch
+
+
+def test_bad_skeletons(tmp_path):
+    ring = Neuron.from_arrays([1, 2, 3], [2, 2, 2], np.zeros((3, 3)), np.ones(3), [3, 1, 2], source="ring.swc")
+    with pytest.raises(SkeletonError, match="ring.swc: the parent links form a cycle"):
+        skeleton_metrics(np.zeros((2, 2, 2), np.uint8), [ring])
+    with pytest.raises(ValueError, match="3D"):
+        skeleton_metrics(np.zeros((2, 2), np.uint8), [ring])
+    with pytest.raises(SkeletonError, match="no such folder"):
+        read_skeletons(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SkeletonError, match="no .swc files"):
+        read_skeletons(tmp_path / "empty")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.swc").write_text("1 2 0 0 0 1 -1\n2 2 zero 0 0 1 1\n")
+    with pytest.raises(SkeletonError, match=r"x.swc:2"):
+        read_skeletons(tmp_path / "bad")
+    (tmp_path / "f.txt").write_text("hello")
+    with pytest.raises(SkeletonError, match="not a folder or a .zip"):
+        read_skeletons(tmp_path / "f.txt")
+
+
+# ------------------------------------------------------------------------------ .npy / .npy.gz
+def test_load_npy_plain_and_gzipped(tmp_path):
+    a = np.arange(24, dtype=np.uint32).reshape(2, 3, 4)
+    np.save(tmp_path / "a.npy", a)
+    with gzip.open(tmp_path / "a.npy.gz", "wb") as f:
+        np.save(f, a)
+    plain, packed = load_npy(tmp_path / "a.npy"), load_npy(tmp_path / "a.npy.gz")
+    assert isinstance(plain, np.memmap) and np.array_equal(plain, a) and np.array_equal(packed, a)
+    assert packed.dtype == np.uint32
+    (tmp_path / "t.npy").write_text("1 2 3")
+    (tmp_path / "t.npy.gz").write_bytes(b"not gzip")
+    np.save(tmp_path / "o.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    for name, words in (("nope.npy", "no such file"), ("t.npy", "no .npy header"), ("t.npy.gz", "not a readable"),
+                        ("o.npy", "Python objects")):
+        with pytest.raises(VolumeError, match=words):
+            load_npy(tmp_path / name)
