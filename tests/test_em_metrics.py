@@ -408,3 +408,125 @@ def test_load_npy_plain_and_gzipped(tmp_path):
                         ("o.npy", "Python objects")):
         with pytest.raises(VolumeError, match=words):
             load_npy(tmp_path / name)
+
+
+# ------------------------------------------------------------------------------ the evaluate-seg command
+def _usage_error(r, *words):
+    """Exit 2 with one line on stderr naming ``words``, and no traceback."""
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("neurorecon: error: "), r.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+def test_cli_on_the_reference_demo(tmp_path):
+    if not DEMO.is_dir():
+        pytest.skip(f"{DEMO}: no such folder")
+    out, js = tmp_path / "results.csv", tmp_path / "r.json"
+    r = run("evaluate-seg", DEMO / "pred_segmentation.npy.gz", "--skeletons", DEMO / "target_swcs.zip",
+            "--fragments", DEMO / "pred_swcs.zip", "-o", out, "--json", js)
+    assert r.exit_code == 0, r.output
+    assert "SNT_Data-053" in r.stdout and "total: 30 splits, merges: 0" in r.stdout
+    doc = json.loads(js.read_text())
+    assert doc["voxel"] is None and doc["skeleton"]["total"] == {"n_splits": 30, "n_merges": 0}
+    ref = _reference_rows()
+    with open(out, newline="") as f:
+        rows = list(csv.reader(f))
+    with open(DEMO / "results.csv", newline="") as f:
+        assert rows[0] == next(csv.reader(f))                                   # the reference's header
+    for row, want, s in zip(rows[1:], ref, doc["skeleton"]["skeletons"]):
+        assert row[0] == want["name"] == s["name"]
+        got = dict(zip(rows[0][1:], row[1:]))
+        for col in ("SWC Run Length", "% Split Edges", "% Omit Edges", "% Merged Edges"):
+            assert float(got[col]) == pytest.approx(want[col], rel=1e-12, abs=1e-12)
+        assert int(got["# Splits"]) == want["# Splits"] and int(got["# Merges"]) == want["# Merges"]
+        assert round(float(got["ERL"]), 2) == want["ERL"] and s["merge_rate"] is None
+    r = run("evaluate-seg", DEMO / "pred_segmentation.npy.gz", "--skeletons", DEMO / "target_swcs.zip", "-o", out)
+    _usage_error(r, "exists", "--overwrite")
+
+
+def test_cli_dense_ground_truth_from_tiff_and_npy(tmp_path):
+    from neurorecon.io.volume import write_tiff
+
+    rng = np.random.default_rng(0)
+    gt = np.repeat(np.repeat(rng.integers(0, 6, (4, 6, 6)), 4, axis=1), 4, axis=2).astype(np.uint16)
+    seg = gt.astype(np.int32) + 100
+    seg[:, :8] = 7                                                          # a merge ...
+    seg[:2, 12:] += 50                                                      # ... and some splits
+    write_tiff(tmp_path / "gt.tif", gt, (1, 1, 1))
+    np.save(tmp_path / "seg.npy", seg)
+    r = run("evaluate-seg", tmp_path / "seg.npy", tmp_path / "gt.tif", "--json", "-")
+    assert r.exit_code == 0, r.output
+    vox = json.loads(r.stdout)["voxel"]
+    split, merge = voi(seg, gt)
+    are = adapted_rand_error(seg, gt)
+    assert (vox["voi_split"], vox["voi_merge"]) == pytest.approx((split, merge)) and split > 0.1 and merge > 0.1
+    assert vox["adapted_rand_error"] == pytest.approx(are.error) and vox["n_voxels"] == gt.size
+    r = run("evaluate-seg", tmp_path / "seg.npy", tmp_path / "gt.tif")
+    assert r.exit_code == 0 and "VOI split" in r.stdout and f"{split:.4f}" in r.stdout
+
+
+def test_cli_dense_and_skeletons_together(tmp_path):
+    if not DEMO.is_dir():
+        pytest.skip(f"{DEMO}: no such folder")
+    seg = load_npy(DEMO / "pred_segmentation.npy.gz")
+    with gzip.open(tmp_path / "gt.npy.gz", "wb") as f:
+        np.save(f, seg)
+    r = run("evaluate-seg", DEMO / "pred_segmentation.npy.gz", tmp_path / "gt.npy.gz", "--skeletons", DEMO / "target_swcs.zip",
+            "--json", "-")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["voxel"]["voi_split"] == 0.0 and doc["voxel"]["adapted_rand_error"] == 0.0
+    assert doc["skeleton"]["total"] == {"n_splits": 30, "n_merges": None}      # no --fragments: merges not counted
+
+
+@pytest.fixture
+def readonly(tmp_path):
+    """A folder this process cannot write in (a 0555 folder, or /sys when running as root)."""
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o555)
+    for where in (d, Path("/sys")):
+        try:
+            (where / "probe").write_text("x")
+        except OSError:
+            yield where
+            break
+        (where / "probe").unlink()
+    else:
+        pytest.skip("no folder here refuses writes")
+    d.chmod(0o755)
+
+
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, readonly):
+    import tifffile
+
+    vol = np.ones((3, 4, 5), np.uint8)
+    np.save(tmp_path / "seg.npy", vol)
+    np.save(tmp_path / "small.npy", vol[:2])
+    np.save(tmp_path / "flat.npy", vol[0])
+    np.save(tmp_path / "float.npy", vol.astype(np.float32))
+    tifffile.imwrite(tmp_path / "plane.tif", vol[0])                       # a 2D image
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "a.swc").write_text("1 2 0 0 0 1 -1\n2 2 0 0 x 1 1\n")
+    seg = tmp_path / "seg.npy"
+    _usage_error(run("evaluate-seg", seg), "give the ground truth")
+    _usage_error(run("evaluate-seg", tmp_path / "nope.npy", seg), "nope.npy", "no such file")
+    _usage_error(run("evaluate-seg", tmp_path / "nope.tif", seg), "nope.tif")
+    _usage_error(run("evaluate-seg", tmp_path / "flat.npy", seg), "flat.npy", "not a 3D volume")
+    _usage_error(run("evaluate-seg", seg, tmp_path / "plane.tif"), "plane.tif", "3D")
+    _usage_error(run("evaluate-seg", seg, tmp_path / "small.npy"), "differ in shape", "(3, 4, 5)", "(2, 4, 5)")
+    _usage_error(run("evaluate-seg", tmp_path / "float.npy", seg), "float.npy", "integers")
+    _usage_error(run("evaluate-seg", seg, "--skeletons", tmp_path / "empty"), "empty", "no .swc files")
+    _usage_error(run("evaluate-seg", seg, "--skeletons", tmp_path / "bad"), "a.swc:2")
+    _usage_error(run("evaluate-seg", seg, "--skeletons", tmp_path / "missing"), "missing", "no such folder")
+    _usage_error(run("evaluate-seg", seg, seg, "--fragments", tmp_path / "bad"), "--skeletons")
+    _usage_error(run("evaluate-seg", seg, seg, "--json", readonly / "r.json"), "r.json")
+    _usage_error(run("evaluate-seg", seg, seg, "--json", tmp_path), "is a folder")
+    _usage_error(run("evaluate-seg", seg, "--voxel-size", "1", "0", "1", "--skeletons", tmp_path / "empty"), "--voxel-size")
+    zero = tmp_path / "zero.npy"
+    np.save(zero, np.zeros((3, 4, 5), np.uint8))
+    _usage_error(run("evaluate-seg", seg, zero), "zero.npy", "no labelled voxel")
