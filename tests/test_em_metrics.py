@@ -275,6 +275,17 @@ def test_gap_in_one_segment_is_filled_and_counts_as_correct():
         assert math.isnan(s.split_rate) and s.n_merges is None and math.isnan(s.merge_rate)
 
 
+def test_nodes_outside_the_volume_are_unlabelled_in_arrays_and_lazy_volumes():
+    seg = _seg_along([1] * 10 + [2] * 10)
+    line = _skeleton(_line(-3, 25))                              # 3 nodes before x = 0, 6 beyond x = 19
+    for vol in (seg, open_volume(seg)):
+        (s,) = _score(vol, [line])
+        # Both ends are unlabelled stretches touching one segment each: filled, as a gap at a tip is.
+        assert (s.n_splits, s.split_edges, s.omit_edges) == (1, pytest.approx(100 / 28), 0.0)
+    (far,) = _score(seg, [_skeleton(_line(0, 10, y=50))])           # wholly outside
+    assert far.omit_edges == 100.0 and far.erl == 0.0 and far.n_splits == 0
+
+
 def test_a_split_with_an_unfilled_gap():
     (s,) = _score(_seg_along([1] * 4 + [0] * 3 + [2] * 4), [_skeleton(_line(0, 10))])
     # The gap touches segments 1 and 2: it stays; its 2 inner edges are omitted and its 2 end edges

@@ -181,11 +181,12 @@ def _labels_at(seg, zyx: np.ndarray) -> np.ndarray:
     # A lazily read volume (neurorecon.io.volume.Volume): read the 64^3 blocks that hold nodes.
     rows = np.flatnonzero(inside)
     block = idx[rows] // 64
-    keys, inv = np.unique(block, axis=0, return_inverse=True)
-    for k, b in enumerate(keys):
-        r = rows[inv.ravel() == k]
-        lo = b * 64
-        patch = seg.read(lo, np.minimum(lo + 64, shape))
+    key = np.ravel_multi_index(tuple(block.T), tuple(-(-shape // 64)))
+    order = np.argsort(key, kind="stable")
+    rows, key = rows[order], key[order]
+    for r in np.split(rows, np.flatnonzero(np.diff(key)) + 1) if len(rows) else []:
+        lo = idx[r[0]] // 64 * 64
+        patch = seg.read(lo.tolist(), np.minimum(lo + 64, shape).tolist())
         out[r] = patch[tuple((idx[r] - lo).T)]
     return out
 
