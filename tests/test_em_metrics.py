@@ -107,8 +107,7 @@ def test_contingency_table_matches_a_direct_count_in_any_memory_order(monkeypatc
 def pinky_pair():
     """A 96 x 256 x 256 crop of the real pinky40 labels (gt) and a segmentation of it with real
     kinds of error: the 3 largest objects merged into one, 4 cut in half, 64-bit segment ids."""
-    if not PINKY.is_file():
-        pytest.skip(f"{PINKY}: no such file")
+    assert PINKY.is_file(), f"{PINKY}: no such file (../shared/data must be beside the repository)"
     gt = np.load(gzip.open(PINKY))[:96, :256, :256].copy()
     assert (gt == 0).any()
     labels, counts = np.unique(gt[gt > 0], return_counts=True)
@@ -128,7 +127,7 @@ def _renumbered(labels):
 
 
 def test_voi_equals_scikit_image_on_a_real_segmentation(pinky_pair):
-    metrics = pytest.importorskip("skimage.metrics")
+    from skimage import metrics
     seg, gt = pinky_pair
     split, merge = voi(seg, gt)
     assert split > 0.02 and merge > 0.02
@@ -140,7 +139,7 @@ def test_voi_equals_scikit_image_on_a_real_segmentation(pinky_pair):
 
 
 def test_adapted_rand_agrees_with_scikit_image_up_to_its_pair_convention(pinky_pair):
-    metrics = pytest.importorskip("skimage.metrics")
+    from skimage import metrics
     seg, gt = pinky_pair
     seg_small, gt_small = _renumbered(seg) + 1, _renumbered(gt)       # no seg 0 in it
     ours = adapted_rand_error(seg_small, gt_small)
@@ -166,8 +165,7 @@ def test_adapted_rand_agrees_with_scikit_image_up_to_its_pair_convention(pinky_p
 # ------------------------------------------------------------------------------ skeleton metrics: the reference's demo
 @pytest.fixture(scope="module")
 def demo_scores():
-    if not DEMO.is_dir():
-        pytest.skip(f"{DEMO}: no such folder")
+    assert DEMO.is_dir(), f"{DEMO}: no such folder (../shared/data must be beside the repository)"
     seg = load_npy(DEMO / "pred_segmentation.npy.gz")
     gt = read_skeletons(DEMO / "target_swcs.zip")
     return skeleton_metrics(seg, gt, fragments=read_skeletons(DEMO / "pred_swcs.zip"))
@@ -433,8 +431,7 @@ def _usage_error(r, *words):
 
 
 def test_cli_on_the_reference_demo(tmp_path):
-    if not DEMO.is_dir():
-        pytest.skip(f"{DEMO}: no such folder")
+    assert DEMO.is_dir(), f"{DEMO}: no such folder (../shared/data must be beside the repository)"
     out, js = tmp_path / "results.csv", tmp_path / "r.json"
     r = run("evaluate-seg", DEMO / "pred_segmentation.npy.gz", "--skeletons", DEMO / "target_swcs.zip",
             "--fragments", DEMO / "pred_swcs.zip", "-o", out, "--json", js)
@@ -480,8 +477,7 @@ def test_cli_dense_ground_truth_from_tiff_and_npy(tmp_path):
 
 
 def test_cli_dense_and_skeletons_together(tmp_path):
-    if not DEMO.is_dir():
-        pytest.skip(f"{DEMO}: no such folder")
+    assert DEMO.is_dir(), f"{DEMO}: no such folder (../shared/data must be beside the repository)"
     seg = load_npy(DEMO / "pred_segmentation.npy.gz")
     with gzip.open(tmp_path / "gt.npy.gz", "wb") as f:
         np.save(f, seg)
@@ -491,24 +487,6 @@ def test_cli_dense_and_skeletons_together(tmp_path):
     doc = json.loads(r.stdout)
     assert doc["voxel"]["voi_split"] == 0.0 and doc["voxel"]["adapted_rand_error"] == 0.0
     assert doc["skeleton"]["total"] == {"n_splits": 30, "n_merges": None}      # no --fragments: merges not counted
-
-
-@pytest.fixture
-def readonly(tmp_path):
-    """A folder this process cannot write in (a 0555 folder, or /sys when running as root)."""
-    d = tmp_path / "ro"
-    d.mkdir()
-    d.chmod(0o555)
-    for where in (d, Path("/sys")):
-        try:
-            (where / "probe").write_text("x")
-        except OSError:
-            yield where
-            break
-        (where / "probe").unlink()
-    else:
-        pytest.skip("no folder here refuses writes")
-    d.chmod(0o755)
 
 
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, readonly):
