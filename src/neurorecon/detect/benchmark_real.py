@@ -41,7 +41,7 @@ class StackResult:
 
 
 def diadem_dir(data_dir: Path | None = None) -> Path:
-    from .dataset import shared_data_dir
+    from ..io.shared import shared_data_dir
 
     return Path(data_dir or shared_data_dir()) / "lm_real" / "diadem_opf"
 

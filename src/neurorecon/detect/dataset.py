@@ -18,6 +18,7 @@ import numpy as np
 
 from ..io.swc import read_swc
 from ..synth.render import Imaging
+from ..io.shared import shared_data_dir
 
 #: ``diadem:calibration``: the gold traces of the DIADEM calibration stacks (fly projection-neuron
 #: axons; :data:`neurorecon.detect.benchmark_real.CALIBRATION_STACKS`), rendered like any neuron.
@@ -62,19 +63,6 @@ def train_imaging(rng: np.random.Generator) -> Imaging:
         im = im.with_changes(background=bg, black_level=bg + rng.uniform(0.0, 3.0) * noise,
                              gain_boost=float(np.exp(rng.uniform(np.log(0.7), np.log(4.0)))), bits=8, name="train_confocal")
     return im
-
-
-def shared_data_dir() -> Path:
-    """``../shared/data`` beside the repository (or $NEURORECON_DATA)."""
-    env = os.environ.get("NEURORECON_DATA")
-    if env:
-        return Path(env)
-    here = Path(__file__).resolve()
-    for up in here.parents:
-        cand = up.parent / "shared" / "data"
-        if cand.is_dir():
-            return cand
-    return Path("../shared/data")
 
 
 def load_sources(sources, data_dir: Path | None = None, min_nodes: int = 30) -> list:

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..io.shared import shared_data_dir
 from .em_defects import Defect, apply_brightness_defects, apply_stack_defects, draw_defects
 
 __all__ = ["EMRender", "EMStyle", "HELDOUT_STYLE", "PINKY40_VOXEL_NM", "Region", "STYLES", "TRAIN_STYLES",
@@ -49,18 +50,6 @@ HELDOUT_FROM = 256
 
 
 # ------------------------------------------------------------------------------------ the data
-def shared_data_dir() -> Path:
-    """``../shared/data`` beside the repository (or $NEURORECON_DATA)."""
-    env = os.environ.get("NEURORECON_DATA")
-    if env:
-        return Path(env)
-    for up in Path(__file__).resolve().parents:
-        cand = up.parent / "shared" / "data"
-        if cand.is_dir():
-            return cand
-    return Path("../shared/data")
-
-
 def load_pinky40(data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, tuple[float, float, float]]:
     """The pinky40 dense segmentation as a read-only (z, y, x) uint32 array, and its voxel size.
 
