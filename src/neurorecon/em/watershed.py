@@ -34,8 +34,9 @@ from scipy import ndimage as ndi
 __all__ = ["WatershedParams", "link_sections", "membrane_probability", "normalize_sections", "watershed",
            "watershed_cut", "watershed_sections"]
 
-#: Bytes of input read at once; the slab holds this many bytes of input sections.
-SLAB_BYTES = 64 << 20
+#: Memory a slab of sections may take while it is worked on (its input, or its float32 working
+#: copies, about six of them, whichever is larger).
+SLAB_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -191,7 +192,8 @@ def _ridge(norm: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def watershed_sections(membrane: np.ndarray, params: WatershedParams = WatershedParams(),
-                       pixel_nm: float | None = None, blank: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                       pixel_nm: float | None = None, blank: np.ndarray | None = None,
+                       progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """2D seeded watershed of each section of a membrane map, with the over-split pieces merged.
 
     Parameters
@@ -202,6 +204,8 @@ def watershed_sections(membrane: np.ndarray, params: WatershedParams = Watershed
         In-plane pixel size; default ``params.working_nm``.
     blank : numpy.ndarray of bool, shape (nz,), optional
         Sections to leave unlabelled (0).
+    progress : callable(done), optional
+        Called after each section with the number done.
 
     Returns
     -------
@@ -217,6 +221,8 @@ def watershed_sections(membrane: np.ndarray, params: WatershedParams = Watershed
     disk = yy ** 2 + xx ** 2 <= radius ** 2
     eight = np.ones((3, 3), bool)
     for k, m in enumerate(membrane):
+        if progress is not None and k:
+            progress(k)
         if blank is not None and blank[k]:
             continue
         interior = m < params.threshold
@@ -228,6 +234,8 @@ def watershed_sections(membrane: np.ndarray, params: WatershedParams = Watershed
             continue
         flooded = watershed_cut(m, markers)
         labels[k], counts[k] = _merge_weak(flooded, m, n, params.merge_threshold)
+    if progress is not None and len(membrane):
+        progress(len(membrane))
     return labels, counts
 
 
@@ -256,8 +264,9 @@ def watershed_cut(relief: np.ndarray, markers: np.ndarray) -> np.ndarray:
     Examples
     --------
     >>> relief = np.array([[0.0, 0.2, 0.9, 0.1, 0.0]])
-    >>> watershed_cut(relief, np.array([[1, 0, 0, 0, 2]])).tolist()
-    [[1, 1, 2, 2, 2]]
+    >>> cut = watershed_cut(relief, np.array([[1, 0, 0, 0, 2]]))
+    >>> cut[0, :2].tolist(), cut[0, 3:].tolist()      # the crest pixel itself is a tie
+    ([1, 1], [2, 2])
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
@@ -392,7 +401,7 @@ def watershed(image, voxel_size: Sequence[float], params: WatershedParams | None
         linked one to the next whatever their thickness).
     params : WatershedParams, optional
     progress : callable(done, total), optional
-        Called after each slab with the number of sections done.
+        Called as sections are done, with the number done and ``nz``.
 
     Returns
     -------
@@ -410,17 +419,19 @@ def watershed(image, voxel_size: Sequence[float], params: WatershedParams | None
     fy, fx = (f if abs(f - 1) > 0.05 else 1.0 for f in (vy * 1000 / params.working_nm, vx * 1000 / params.working_nm))
     wy, wx = max(1, int(round(ny * fy))), max(1, int(round(nx * fx)))
     read = _reader(image)
-    itemsize = max(np.dtype(getattr(image, "dtype", np.float32)).itemsize, 4)
-    step = int(max(1, min(nz, SLAB_BYTES // max(1, ny * nx * itemsize))))
+    per_section = max(ny * nx * max(np.dtype(image.dtype).itemsize, 4), wy * wx * 4 * 6)
+    step = int(max(1, min(nz, SLAB_BYTES // per_section)))
     out = np.zeros(shape, np.uint32)
     links, total, prev = [], 0, None
     for z0 in range(0, nz, step):
         z1 = min(nz, z0 + step)
-        slab = read(z0, z1).astype(np.float32, copy=False)
+        # A copy of our own (astype copies), so that nan_to_num can never write into the caller's array.
+        slab = np.nan_to_num(read(z0, z1).astype(np.float32), copy=False)
         slab = _resample_image(slab, (wy, wx))
         norm, blank = normalize_sections(slab, params.percentiles)
         membrane = membrane_probability(norm, params)
-        pieces, counts = watershed_sections(membrane, params, blank=blank)
+        tick = None if progress is None else (lambda k, z0=z0: progress(z0 + k, nz))
+        pieces, counts = watershed_sections(membrane, params, blank=blank, progress=tick)
         pieces = _resample_labels(pieces, (ny, nx))
         offsets = total + np.r_[0, np.cumsum(counts)[:-1]]
         total += int(counts.sum())
@@ -432,8 +443,6 @@ def watershed(image, voxel_size: Sequence[float], params: WatershedParams | None
             if prev is not None:
                 links.append(link_sections(prev, out[z0 + k], params.link_overlap))
             prev = out[z0 + k]
-        if progress is not None:
-            progress(z1, nz)
     links = np.concatenate(links) if links else np.zeros((0, 2), np.int64)
     lut = _components(total + 1, links[:, 0], links[:, 1])
     dtype = np.uint32 if lut.max() < 2 ** 32 else np.uint64
