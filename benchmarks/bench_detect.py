@@ -19,7 +19,7 @@ What it does:
    tree with one root. Written to ``WORK/trace.swc``.
 2. Renders its image, once, into a chunked OME-Zarr (``WORK/volume_<voxel>.zarr``, zarr v2, uint8,
    64^3 chunks, Blosc/zstd, the layout :func:`neurorecon.io.volume.write_zarr` writes) box by box:
-   every 128^3-voxel box is rendered with :func:`neurorecon.detect.render.render` from only the
+   every 128^3-voxel box is rendered with :func:`neurorecon.synth.render.render` from only the
    fibres near it, with its own fixed random generator, and written with tensorstore, so memory
    stays at a few boxes. Both are skipped when already present with the same parameters.
 3. Times the detector the way a user runs it, as whole processes::
@@ -250,7 +250,7 @@ _W: dict = {}
 def _render_init(seg_lo, seg_hi, a, b, radius, bright, store_path, imaging_kw, shape, seed):
     import tensorstore as ts
 
-    from neurorecon.detect.render import Imaging
+    from neurorecon.synth.render import Imaging
 
     _W.update(seg_lo=seg_lo, seg_hi=seg_hi, a=a, b=b, radius=radius, bright=bright, shape=shape, seed=seed,
               imaging=Imaging(**imaging_kw))
@@ -259,7 +259,7 @@ def _render_init(seg_lo, seg_hi, a, b, radius, bright, store_path, imaging_kw, s
 
 
 def _render_box(k: tuple[int, int, int]) -> tuple[int, int]:
-    from neurorecon.detect.render import Fibres, render
+    from neurorecon.synth.render import Fibres, render
 
     im = _W["imaging"]
     vs = np.asarray(im.voxel_size)                           # x, y, z
@@ -280,7 +280,7 @@ def _render_box(k: tuple[int, int, int]) -> tuple[int, int]:
 def build_volume(path: Path, swc: Path, box: np.ndarray, voxel: tuple, seed: int, jobs: int) -> dict:
     import tensorstore as ts
 
-    from neurorecon.detect.render import Fibres, Imaging
+    from neurorecon.synth.render import Fibres, Imaging
     from neurorecon.io.swc import read_swc
 
     # Default fMOST-like settings, but a flat background: render() draws its smooth background
@@ -640,7 +640,7 @@ def render_section(R: dict, args, command: str) -> str:
       f"median {tr['bridge_len_um']['median']:.1f} µm, max {tr['bridge_len_um']['max']:.1f} µm; bridges are imaged like any fibre).")
     w(f"- Image `{_rel(R['vol'])}`: OME-Zarr 0.4 (zarr v2), **{shape[2]} × {shape[1]} × {shape[0]} voxels** (x × y × z) of "
       f"{vs[0]:g} × {vs[1]:g} × {vs[2]:g} µm, uint8, **{CHUNKS[0]}³ chunks**, Blosc/zstd; {mib(vol_bytes)} as one array, "
-      f"{mib(vo['disk_bytes'])} on disk. Rendered with `neurorecon.detect.render.render` (default `Imaging` settings: "
+      f"{mib(vo['disk_bytes'])} on disk. Rendered with `neurorecon.synth.render.render` (default `Imaging` settings: "
       f"signal {vo['imaging']['signal']:g}, background {vo['imaging']['background']:g} photons, PSF σ {tuple(vo['imaging']['psf_sigma'])} µm, "
       f"beads and dim stretches, Poisson + read noise; but a flat background, background_variation = "
       f"{vo['imaging']['background_variation']:g}, because `render` draws its smooth background field per box and would leave "

@@ -92,7 +92,7 @@ class ReviewSample:
 
 
 def make_review_sample(folder: Path) -> ReviewSample:
-    from neurorecon.detect.render import Fibres, Imaging, render
+    from neurorecon.synth.render import Fibres, Imaging, render
     from neurorecon.io.volume import write_tiff
 
     rows = _trace_rows()
@@ -207,3 +207,22 @@ def browser():
     driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
     yield driver
     driver.quit()
+
+
+@pytest.fixture
+def readonly(tmp_path):
+    """A folder this process cannot write in: a 0555 folder, or /sys where permission bits do not
+    stop us (root). Writing there fails for real, so the test is of the actual write."""
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o555)
+    for where in (d, Path("/sys")):
+        try:
+            (where / "probe").write_text("x")
+        except OSError:
+            yield where
+            break
+        (where / "probe").unlink()
+    else:
+        pytest.skip("no folder here refuses writes (root, and no /sys)")
+    d.chmod(0o755)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from neurorecon.detect.arbors import ArborStyle, grow_arbor, random_style, synthetic_arbors
+from neurorecon.synth.arbors import ArborStyle, grow_arbor, random_style, synthetic_arbors
 from neurorecon.detect.dataset import N_SYNTHETIC_ARBORS, TRAIN_SOURCES, load_sources
-from neurorecon.detect.synth import make_sample
-from neurorecon.detect.render import Imaging
+from neurorecon.synth.samples import make_sample
+from neurorecon.synth.render import Imaging
 from neurorecon.morphology import graph
 
 

@@ -429,25 +429,6 @@ def _one_line_error(p, *words):
     assert p.stdout == ""
 
 
-@pytest.fixture
-def readonly(tmp_path):
-    """A folder this process cannot write in: a 0555 folder, or /sys where permission bits do not
-    stop us (root). Writing there fails for real, so the test is of the actual write."""
-    d = tmp_path / "ro"
-    d.mkdir()
-    d.chmod(0o555)
-    for where in (d, Path("/sys")):
-        try:
-            (where / "probe").write_text("x")
-        except OSError:
-            yield where
-            break
-        (where / "probe").unlink()
-    else:
-        pytest.skip("no folder here refuses writes (root, and no /sys)")
-    d.chmod(0o755)
-
-
 def test_check_writable_cases(tmp_path, readonly):
     from neurorecon.io.atomic import WriteError, check_writable
 

@@ -36,7 +36,7 @@ runner = CliRunner()
 def crops(tmp_path_factory):
     """Benchmark crops as `neurorecon synth --split heldout --seed 11` writes them."""
     from neurorecon.detect.dataset import HELDOUT_SOURCES, draw_sample, load_sources
-    from neurorecon.detect.synth import write_sample
+    from neurorecon.synth.samples import write_sample
 
     folder = tmp_path_factory.mktemp("bench")
     golds = load_sources(HELDOUT_SOURCES)

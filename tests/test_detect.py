@@ -13,7 +13,7 @@ import pytest
 
 from neurorecon.detect.api import detect
 from neurorecon.detect.model import load_detector
-from neurorecon.detect.render import Fibres, Imaging, render
+from neurorecon.synth.render import Fibres, Imaging, render
 from neurorecon.io.swc import read_swc, write_swc
 from neurorecon.io.volume import open_volume, write_tiff, write_zarr
 from neurorecon.morphology.neuron import Neuron
@@ -366,7 +366,7 @@ def test_section_lengths_are_in_um_whatever_the_node_spacing():
 
 
 def test_rare_error_types_weigh_as_much_as_common_ones():
-    from neurorecon.detect.errors import ERROR_CODE
+    from neurorecon.synth.errors import ERROR_CODE
     from neurorecon.detect.model import type_weights
 
     etype = np.array([0] * 50 + [ERROR_CODE["loop"]] * 40 + [ERROR_CODE["spur"]] * 20 + [ERROR_CODE["gap"]] * 8
@@ -396,3 +396,19 @@ def test_end_clear_sees_a_fibre_going_on_past_a_tip_at_a_bend(scene):
     assert stopped.X[13, col] > 0.5                           # normalised: about the fibre's contrast
     assert whole.X[31, col] < 0.25
     assert np.all(stopped.X[1:13, col] == 0) and np.all(whole.X[1:31, col] == 0)
+
+
+def test_heldout_report_scores_every_crop_and_counts_coverage_refusals():
+    """`make detection-report` runs detect end to end; a crop whose coverage fit test refuses it at
+    the right voxel size (held-out crop 3 of seed 12345, dim uneven imaging) is counted as a false
+    refusal and still scored (force), so the tables cover every crop."""
+    from neurorecon.detect.benchmark import markdown, run_heldout
+    from neurorecon.detect.dataset import HELDOUT_SOURCES, draw_sample, load_sources
+
+    golds = load_sources(HELDOUT_SOURCES)
+    total = sum(len(d[0].label) for i in range(4) if (d := draw_sample(golds, i, 12345, True, (80.0, 80.0, 48.0))))
+    metrics, stats, n, _ = run_heldout(4, 12345, load_detector())
+    assert n == total == metrics["all"].n
+    assert all(setting and "voxel size" in why for setting, why in stats.refused)
+    md = markdown(metrics, stats, "cmd")
+    assert f"refused although their voxel size is right (the coverage check's fit test; scored here with force=True, as `--force` would): {len(stats.refused)}" in md

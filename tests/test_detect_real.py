@@ -55,7 +55,7 @@ def _jump_crops(n=12):
     """Rendered crops with jumps only (each a trace that leaves its fibre for a crossing neighbour)."""
     from neurorecon.detect.dataset import TRAIN_SOURCES, load_sources, train_imaging
     from neurorecon.detect.features import compute_features
-    from neurorecon.detect.synth import make_sample
+    from neurorecon.synth.samples import make_sample
     from neurorecon.io.volume import open_volume
 
     golds = load_sources(TRAIN_SOURCES[:1], DATA)
@@ -73,7 +73,7 @@ def _jump_crops(n=12):
 
 
 def test_parent_direction_feature_separates_jump_nodes_better_than_the_turn_evidence():
-    from neurorecon.detect.errors import ERROR_CODE
+    from neurorecon.synth.errors import ERROR_CODE
     from neurorecon.detect.evaluate import auc
 
     X, etype, names = _jump_crops()

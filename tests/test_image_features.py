@@ -8,7 +8,7 @@ import pytest
 from scipy.ndimage import correlate1d, maximum_filter
 
 from neurorecon.detect import image_features as F
-from neurorecon.detect.render import Fibres, Imaging, render
+from neurorecon.synth.render import Fibres, Imaging, render
 from neurorecon.io.volume import open_volume, write_tiff, write_zarr
 from neurorecon.morphology import graph
 

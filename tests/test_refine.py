@@ -2,7 +2,7 @@
 
 Each scene is a straight fibre, inclined in x, y and z (not along any voxel axis), rendered with
 the anisotropic point-spread of the held-out settings, traced by nodes every 2 µm on it; a run of
-nodes is then shifted off it in depth or sideways, as :mod:`neurorecon.detect.errors` does, and
+nodes is then shifted off it in depth or sideways, as :mod:`neurorecon.synth.errors` does, and
 flagged. A move must land within 1 µm of the drawn axis, or not be proposed.
 """
 
@@ -15,7 +15,7 @@ import pytest
 
 from neurorecon.detect.benchmark import segment_distance
 from neurorecon.detect.refine import anchor_path, choose_moves, find_candidates, refine_moves
-from neurorecon.detect.render import Fibres, Imaging, render
+from neurorecon.synth.render import Fibres, Imaging, render
 from neurorecon.io.volume import open_volume
 
 SIZE_UM = np.array([36.0, 36.0, 24.0])                  # x, y, z

@@ -178,7 +178,7 @@ def crop_detection(tmp_path_factory):
     """A rendered crop of a real Allen cell with injected errors, scored by the shipped detector."""
     from neurorecon.detect.api import detect
     from neurorecon.detect.dataset import HELDOUT_IMAGING
-    from neurorecon.detect.synth import gold_from_neuron, make_sample
+    from neurorecon.synth.samples import gold_from_neuron, make_sample
     from neurorecon.io.volume import open_volume
 
     gold = gold_from_neuron(read_swc(DATA / "allen_v1" / "Scnn1a_473845048_m.swc", strict=False))

@@ -1,6 +1,6 @@
 """Synthetic benchmark: rendering, determinism, per-type error labels, resampling, writing.
 
-Label definitions tested here are those of the :mod:`neurorecon.detect.errors` docstring.
+Label definitions tested here are those of the :mod:`neurorecon.synth.errors` docstring.
 
 Many label tests compare a sample with errors against its *clean twin*: the same gold, seed and
 crop generated with ``n_errors=(0, 0)``. ``make_sample`` draws the crop, the jitter, the
@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neurorecon.detect import errors
-from neurorecon.detect.errors import ERROR_CODE, ERROR_TYPES, SHIFT_LABEL_UM
-from neurorecon.detect.render import Fibres, Imaging, fibre_density, render
-from neurorecon.detect.synth import (
+from neurorecon.synth import errors
+from neurorecon.synth.errors import ERROR_CODE, ERROR_TYPES, SHIFT_LABEL_UM
+from neurorecon.synth.render import Fibres, Imaging, fibre_density, render
+from neurorecon.synth.samples import (
     JITTER_UM,
     gold_from_neuron,
     make_sample,
@@ -358,7 +358,7 @@ def test_off_signal_z():
 def _line_scene(seed, offset):
     """A straight traced fibre along x (2 µm steps) whose nodes sit ``offset`` µm from gold, and no
     drawn fibres, so the injectors' clearance check never refuses a shift."""
-    from neurorecon.detect.errors import Scene, Trace
+    from neurorecon.synth.errors import Scene, Trace
 
     n = 40
     gold = np.stack([np.arange(n) * 2.0, np.zeros(n), np.zeros(n)], axis=1)

@@ -371,7 +371,7 @@ def synth(
 ) -> None:
     """Generate benchmark crops: fMOST-like images with manual-like traces and per-node error labels."""
     from .detect.dataset import HELDOUT_SOURCES, TRAIN_SOURCES, draw_sample, load_sources
-    from .detect.synth import write_sample
+    from .synth.samples import write_sample
 
     split, fmt = split.value, fmt.value
     if min(size) < 16:
@@ -440,7 +440,7 @@ def list_checks() -> None:
 
 # The browser commands (review, apply, view) register themselves on `app`.
 from . import cli_review  # noqa: E402,F401
-# The electron-microscopy commands (segment).
+# The electron-microscopy commands (segment, evaluate-seg).
 from . import cli_em  # noqa: E402,F401
 
 

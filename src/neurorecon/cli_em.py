@@ -1,18 +1,211 @@
-"""The electron-microscopy commands of the ``neurorecon`` CLI: ``segment``. They register on
+"""The electron-microscopy commands of the ``neurorecon`` CLI: ``segment`` and ``evaluate-seg``. They register on
 :data:`neurorecon.cli.app`; cli.py imports this module after its own commands, so the shared
 options and helpers are defined by then."""
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 from pathlib import Path
 from typing import Optional, Tuple
 
 import typer
 
-from .cli import _exits, _fail, _progress, _writable, app
+from .cli import _exits, _fail, _progress, _voxel_size, _writable, app
 
 
+class SwcAxes(str, Enum):
+    auto = "auto"
+    xyz = "xyz"
+    zyx = "zyx"
+
+
+# (attribute, short column name, decimals shown); the reference's names are in em.skeleton_metrics.COLUMNS.
+_ERROR_COLUMNS = (("n_splits", "splits", 0), ("n_merges", "merges", 0), ("split_edges", "split %", 2),
+                  ("omit_edges", "omit %", 2), ("merged_edges", "merged %", 2), ("edge_accuracy", "edge acc. %", 2))
+_LENGTH_COLUMNS = (("run_length", "run length", 2), ("erl", "ERL", 2), ("normalized_erl", "norm. ERL", 4),
+                   ("split_rate", "split rate", 2), ("merge_rate", "merge rate", 2))
+_VOLUME_HELP = "3D TIFF, zarr/OME-Zarr, N5, Neuroglancer precomputed, .npy or .npy.gz; indexed [z, y, x]"
+
+
+def _open_labels(source: str, what: str):
+    """A label volume: a numpy array (.npy/.npy.gz, memory-mapped where it can be) or a lazily
+    read Volume. Exit 2 with one line for anything that is not a 3D integer volume."""
+    from .io.npy import is_npy, load_npy
+    from .io.volume import VolumeError, open_volume
+
+    try:
+        if is_npy(source):
+            vol = load_npy(source)
+            if vol.ndim != 3:
+                _fail(f"{source}: not a 3D volume (shape {vol.shape}); {what} must be a [z, y, x] label volume")
+        else:
+            vol = open_volume(source)
+    except VolumeError as e:
+        _fail(str(e))
+    if vol.dtype == bool or not (vol.dtype.kind in "iu"):
+        _fail(f"{source}: {what} labels must be integers, not {vol.dtype}")
+    return vol
+
+
+def _whole(vol, source: str):
+    """All of a volume, as an array (for the voxel-wise metrics)."""
+    import numpy as np
+
+    if isinstance(vol, np.ndarray):
+        return vol
+    from .io.volume import VolumeError
+
+    try:
+        return vol.read((0, 0, 0), vol.shape)
+    except VolumeError as e:
+        _fail(str(e))
+    except OSError as e:
+        _fail(f"{source}: {e.strerror or e}")
+
+
+def _plain(value):
+    """JSON has no NaN: missing values (no split, no merge, no fragments) are null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _fmt(value, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return str(value) if isinstance(value, int) else f"{value:.{digits}f}"
+
+
+def _print_tables(doc: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(soft_wrap=False)
+    vox = doc["voxel"]
+    if vox is not None:
+        t = Table(title=f"voxel metrics: {doc['seg']} against {doc['gt']}", title_justify="left")
+        t.add_column("metric")
+        t.add_column("value", justify="right")
+        for key, name in (("voi_split", "VOI split (bits)"), ("voi_merge", "VOI merge (bits)"), ("voi", "VOI (bits)"),
+                          ("adapted_rand_error", "adapted Rand error"), ("rand_precision", "Rand precision"),
+                          ("rand_recall", "Rand recall")):
+            t.add_row(name, f"{vox[key]:.4f}")
+        console.print(t)
+    sk = doc["skeleton"]
+    if sk is not None:
+        # Two tables of six columns each fit an 80-column terminal; one of eleven would not.
+        avg = sk["average"]
+        for title, columns in ((f"skeleton errors: {doc['skeletons']}", _ERROR_COLUMNS),
+                               ("skeleton run lengths", _LENGTH_COLUMNS)):
+            t = Table(title=title, title_justify="left")
+            t.add_column("skeleton")
+            for _, name, _ in columns:
+                t.add_column(name, justify="right")
+            for s in sk["skeletons"]:
+                t.add_row(s["name"], *(_fmt(s[a], d) for a, _, d in columns))
+            t.add_row("average", *("" if a == "run_length" else _fmt(avg[a], 4) for a, _, _ in columns), style="bold")
+            console.print(t)
+        console.print("average: weighted by run length, as the reference's results_overview.txt")
+        total = sk["total"]
+        merges = "not counted (give --fragments)" if total["n_merges"] is None else total["n_merges"]
+        console.print(f"total: {total['n_splits']} splits, merges: {merges}")
+
+
+@app.command("evaluate-seg", epilog=_exits("evaluated"))
+def evaluate_seg(
+    seg: str = typer.Argument(..., help=f"The predicted segmentation ({_VOLUME_HELP}); 0 = unlabelled."),
+    gt: Optional[str] = typer.Argument(None, help="Dense ground-truth labels of the same shape, 0 = background (left out of the scores); "
+                                                  "may be omitted with --skeletons."),
+    skeletons: Optional[Path] = typer.Option(None, "--skeletons", metavar="DIR", help="Ground-truth skeletons: a folder or .zip of SWC files in voxel coordinates."),
+    fragments: Optional[Path] = typer.Option(None, "--fragments", metavar="DIR", help="Skeletons of the predicted segments, named <label>.swc (folder or .zip): needed to count merges."),
+    swc_axes: SwcAxes = typer.Option(SwcAxes.auto, "--swc-axes", help="The SWC coordinate columns: zyx = array order, xyz = SWC x, y, z index [z, y, x]; auto: as the file's column header says, else xyz."),
+    voxel_size: Optional[Tuple[float, float, float]] = typer.Option(None, "--voxel-size", metavar="VX VY VZ", help="Voxel size for the skeleton lengths and merge distances (default: 1 1 1, lengths in voxels)."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", metavar="RESULTS.csv", help="Write the per-skeleton metrics as CSV (the reference's results.csv columns)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing RESULTS.csv."),
+    json_out: Optional[str] = typer.Option(None, "--json", metavar="FILE", help="Write every metric as JSON to FILE (replaced; '-': print it instead of the tables)."),
+) -> None:
+    """Score a segmentation: VOI split/merge and adapted Rand error against dense labels (GT), and
+    split, merge, omit, ERL and edge accuracy against ground-truth skeletons (--skeletons).
+
+    Conventions: docs/segmentation.md. GT and SEG are compared voxel by voxel with GT 0 left
+    out; the skeleton metrics are those of segmentation-skeleton-metrics 5.9 (AllenNeuralDynamics).
+    """
+    import json
+
+    import numpy as np
+
+    from .em.skeleton_metrics import SkeletonError, read_skeletons, scores_csv, skeleton_metrics, summarize
+    from .io.volume import VolumeError
+
+    if gt is None and skeletons is None:
+        _fail("give the ground truth: GT (dense labels), --skeletons DIR, or both")
+    if fragments is not None and skeletons is None:
+        _fail("--fragments counts merges on ground-truth skeletons: give --skeletons DIR too")
+    if out is not None and skeletons is None:
+        _fail("-o/--out writes the per-skeleton metrics: give --skeletons DIR too")
+    vs = _voxel_size(voxel_size) or (1.0, 1.0, 1.0)
+    inputs = [p for p in (seg, gt, skeletons, fragments) if p is not None]
+    if json_out and json_out != "-":
+        _writable(Path(json_out), overwrite=True, inputs=inputs)
+    if out is not None:
+        _writable(out, overwrite=overwrite, inputs=inputs)
+
+    seg_vol = _open_labels(seg, "SEG")
+    gt_vol = _open_labels(gt, "GT") if gt is not None else None
+    if gt_vol is not None and tuple(gt_vol.shape) != tuple(seg_vol.shape):
+        _fail(f"SEG and GT differ in shape: {tuple(seg_vol.shape)} ({seg}) and {tuple(gt_vol.shape)} ({gt})")
+    try:
+        gt_skels = read_skeletons(skeletons) if skeletons is not None else None
+        frags = read_skeletons(fragments) if fragments is not None else None
+    except SkeletonError as e:
+        _fail(str(e))
+
+    doc = {"seg": seg, "gt": gt, "skeletons": None if skeletons is None else str(skeletons),
+           "fragments": None if fragments is None else str(fragments), "voxel_size": list(vs), "voxel": None, "skeleton": None}
+    if gt_vol is not None:
+        from .em.metrics import adapted_rand_error, contingency_table, voi
+
+        seg_arr = _whole(seg_vol, seg)
+        table = contingency_table(seg_arr, _whole(gt_vol, gt))
+        try:
+            split, merge = voi(table=table)
+            rand = adapted_rand_error(table=table)
+        except ValueError as e:
+            _fail(f"{gt}: {e}")
+        doc["voxel"] = {"voi_split": split, "voi_merge": merge, "voi": split + merge, "adapted_rand_error": rand.error,
+                        "rand_precision": rand.precision, "rand_recall": rand.recall, "n_voxels": table.n_voxels,
+                        "n_gt_labels": int(np.count_nonzero(table.gt_labels)), "n_seg_labels": int(np.count_nonzero(table.seg_labels))}
+        seg_vol = seg_arr      # read once: the skeletons index it too
+    if gt_skels is not None:
+        try:
+            scores = skeleton_metrics(seg_vol, gt_skels, voxel_size=vs, fragments=frags, swc_axes=swc_axes.value)
+        except (SkeletonError, VolumeError) as e:
+            _fail(str(e))
+        doc["skeleton"] = {"skeletons": [s.to_dict() for s in scores], **summarize(scores)}
+        if out is not None:
+            from .io.atomic import atomic_write_text
+
+            atomic_write_text(out, scores_csv(scores))
+    text = json.dumps(_plain(doc), indent=1)
+    if json_out == "-":
+        typer.echo(text)
+    else:
+        _print_tables(doc)
+    if json_out and json_out != "-":
+        from .io.atomic import atomic_write_text
+
+        atomic_write_text(json_out, text + "\n")
+        typer.echo(f"JSON: {json_out}")
+    if out is not None and json_out != "-":
+        typer.echo(f"CSV: {out}")
+
+
+# ------------------------------------------------------------------------------ segment
 # Choices as enums, so that --help lists them and a wrong value is a usage error naming them.
 # They must match neurorecon.em.segment.METHODS and FORMATS (a test checks), which are not
 # imported here: that would load numpy and scipy at every start of the CLI.

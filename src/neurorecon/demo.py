@@ -54,7 +54,7 @@ def render_crop(files: list[str], folder: Path) -> tuple[dict, str]:
     ``crop.tif``, ``crop.swc``, ``crop.labels.csv`` and ``crop.json``; returns its description and
     the neuron's file name."""
     from .detect.dataset import draw_sample
-    from .detect.synth import gold_from_neuron, write_sample
+    from .synth.samples import gold_from_neuron, write_sample
     from .io.swc import read_swc
 
     golds = [gold_from_neuron(read_swc(f, strict=False)) for f in files]

@@ -1,4 +1,6 @@
-"""AI error detection: synthetic benchmark, per-node features, the learned detector, corrections.
+"""AI error detection: per-node features, the learned detector, corrections, benchmarks.
+
+The training and test data it learns from and is measured on are made by :mod:`neurorecon.synth`.
 
 The public entry points are :func:`detect` / :func:`detect_file` (score a trace against its image)
 and :func:`neurorecon.detect.evaluate.evaluate` (metrics against labels). Submodules are imported

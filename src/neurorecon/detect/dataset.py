@@ -3,7 +3,7 @@
 The split is by neuron *and* by imaging: the held-out neurons (Allen V1 cell types, the varied
 NeuroMorpho cell types, fly hemibrain neurons) and the held-out imaging settings below are never
 used for training, which sees only mouse whole-brain axons, NeuroMorpho cortical cells and random
-synthetic arbors (:mod:`neurorecon.detect.arbors`, for the branching densities the real training
+synthetic arbors (:mod:`neurorecon.synth.arbors`, for the branching densities the real training
 cells lack) under randomly drawn settings from the training ranges.
 """
 
@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from ..io.swc import read_swc
-from .render import Imaging
+from ..synth.render import Imaging
 
 #: ``diadem:calibration``: the gold traces of the DIADEM calibration stacks (fly projection-neuron
 #: axons; :data:`neurorecon.detect.benchmark_real.CALIBRATION_STACKS`), rendered like any neuron.
 TRAIN_SOURCES = ("mouse_wholebrain_axons", "cortical_cng", "synthetic:arbors", "diadem:calibration")
 N_SYNTHETIC_ARBORS = 40
 HELDOUT_SOURCES = ("allen_v1", "neuromorpho_varied", "navis:hemibrain")
-#: Node spacing of training traces, µm (held-out traces: 1.5-3.5, :func:`neurorecon.detect.synth.make_sample`).
+#: Node spacing of training traces, µm (held-out traces: 1.5-3.5, :func:`neurorecon.synth.samples.make_sample`).
 TRAIN_SPACING_UM = (1.0, 3.5)
 
 #: Imaging settings of the held-out split; none lies inside the training ranges on every parameter.
@@ -80,15 +80,15 @@ def shared_data_dir() -> Path:
 def load_sources(sources, data_dir: Path | None = None, min_nodes: int = 30) -> list:
     """Gold neurons (µm) of the named sources: folders under data/morphologies,
     ``navis:hemibrain`` (the navis wheel's hemibrain skeletons, converted from 8 nm voxels) or
-    ``synthetic:arbors`` (random arbors of :mod:`neurorecon.detect.arbors`) or
+    ``synthetic:arbors`` (random arbors of :mod:`neurorecon.synth.arbors`) or
     ``diadem:calibration`` (the DIADEM calibration stacks' gold traces)."""
-    from .synth import gold_from_neuron
+    from ..synth.samples import gold_from_neuron
 
     data_dir = data_dir or shared_data_dir()
     out = []
     for src in sources:
         if src == "synthetic:arbors":
-            from .arbors import synthetic_arbors
+            from ..synth.arbors import synthetic_arbors
 
             out.extend(synthetic_arbors(N_SYNTHETIC_ARBORS))
             continue
@@ -140,7 +140,7 @@ def draw_sample(golds: list, i: int, seed: int, heldout: bool, size=(80.0, 80.0,
     """Crop number ``i`` of a split: a deterministic (seed, i) draw of gold neuron, imaging and crop.
     Returns ``(sample, gold index)``; None if 20 draws found no crop with enough of a neuron.
     ``spacing`` (µm) fixes the trace's node spacing (otherwise drawn from the split's range)."""
-    from .synth import make_sample
+    from ..synth.samples import make_sample
 
     rng = np.random.default_rng([seed, i])
     for _ in range(20):
@@ -255,7 +255,7 @@ def real_negatives(stacks, seed: int, data_dir: Path | None = None) -> Split:
     from ..io.volume import open_volume
     from .benchmark_real import DIADEM_VOXEL_UM, diadem_dir
     from .features import compute_features
-    from .synth import resample_rows
+    from ..synth.samples import resample_rows
 
     parts = []
     for k, name in enumerate(stacks):

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..morphology.graph import child_counts
-from .errors import ERROR_TYPES
+from ..synth.errors import ERROR_TYPES
 
 MODEL_DIR = Path(__file__).with_name("models")
 

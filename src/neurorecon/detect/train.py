@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import HELDOUT_SOURCES, TRAIN_SOURCES, Split, build_split, load_sources, real_negatives
-from .errors import ERROR_TYPES
+from ..synth.errors import ERROR_TYPES
 from .evaluate import evaluate
 from .model import Detector, fit
 

@@ -2,9 +2,9 @@
 
 From a real reconstruction (the gold skeleton, µm) a crop box is chosen along the neuron; the gold
 fibres inside it, plus distractor fibres from other neurons placed nearby, are rendered with one
-:class:`~neurorecon.detect.render.Imaging` setting. The trace is the gold resampled at a manual
+:class:`~neurorecon.synth.render.Imaging` setting. The trace is the gold resampled at a manual
 tracing spacing with annotation jitter (label 0), into which the errors of
-:mod:`neurorecon.detect.errors` are injected (label 1). Coordinates are shifted so that the image's
+:mod:`neurorecon.synth.errors` are injected (label 1). Coordinates are shifted so that the image's
 voxel [0, 0, 0] centre is at (0, 0, 0) µm, the convention of ``neurorecon detect``.
 
 The same seed gives the same sample, bit for bit.
