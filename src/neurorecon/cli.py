@@ -440,6 +440,7 @@ def list_checks() -> None:
 
 # The browser commands (review, apply, view) register themselves on `app`.
 from . import cli_review  # noqa: E402,F401
+# The electron-microscopy commands (segment, evaluate-seg).
 from . import cli_em  # noqa: E402,F401
 
 

@@ -84,6 +84,7 @@ _UM_PER_UNIT = {
 }  # fmt: skip
 _AXIS_WORDS = {"c": "channel", "channel": "channel", "t": "time", "time": "time", "s": "RGB sample"}
 _IMAGEJ_DTYPES = ("uint8", "uint16", "int16", "float32")
+_LABEL_TIFF_DTYPES = ("uint32",)  # written as OME-TIFF: ImageJ has no 32-bit integers (OME none of 64)
 # Left inside its output by an unfinished neurorecon.io.convert run.
 _CONVERT_JOURNAL = ".neurorecon-convert.jsonl"
 
@@ -773,17 +774,20 @@ def _check_3d(array: Any, path: str) -> np.ndarray:
 
 
 def write_tiff(path: str | os.PathLike, array: Any, voxel_size: Sequence[float]) -> Path:
-    """Write a 3D array as an ImageJ hyperstack TIFF that :func:`open_volume` reads back.
+    """Write a 3D array as an ImageJ hyperstack TIFF (a label volume: an OME-TIFF) that
+    :func:`open_volume` reads back.
 
     The voxel size is stored the ImageJ way (X/YResolution as pixels per micron, ``spacing``
-    for z, ``unit=micron``). The file is written to a temporary name and renamed, so a crash
-    never leaves a partial file. Pixels are uncompressed, so readers can memory-map them.
+    for z, ``unit=micron``). ImageJ stores no 32-bit integers, so uint32 (a label volume) is
+    written as OME-TIFF instead, the voxel size as ``PhysicalSizeX/Y/Z`` in µm.
+    The file is written to a temporary name and renamed, so a crash never leaves a partial
+    file. Pixels are uncompressed, so readers can memory-map them.
 
     Parameters
     ----------
     path : path of the ``.tif`` file; its folder is created if needed.
     array : array_like, shape (nz, ny, nx)
-        uint8, uint16, int16 or float32 (the types ImageJ stores).
+        uint8, uint16, int16 or float32 (the types ImageJ stores), or uint32 labels.
     voxel_size : (vx, vy, vz) in µm
 
     Returns
@@ -798,20 +802,24 @@ def write_tiff(path: str | os.PathLike, array: Any, voxel_size: Sequence[float])
     label = os.fspath(path)
     arr = _check_3d(array, label)
     vx, vy, vz = _check_voxel_size(voxel_size, label)
-    if arr.dtype.name not in _IMAGEJ_DTYPES:
-        kinds = ", ".join(_IMAGEJ_DTYPES)
-        raise VolumeError(f"{label}: ImageJ TIFF cannot store {arr.dtype}; use one of {kinds}, or write_zarr")
+    if arr.dtype.name not in _IMAGEJ_DTYPES + _LABEL_TIFF_DTYPES:
+        kinds = ", ".join(_IMAGEJ_DTYPES + _LABEL_TIFF_DTYPES)
+        raise VolumeError(f"{label}: TIFF cannot store {arr.dtype} here; use one of {kinds}, or write_zarr")
     import tifffile
 
     from .atomic import temporary_beside
 
+    if arr.dtype.name in _IMAGEJ_DTYPES:
+        kw = {"imagej": True, "resolution": (1.0 / vx, 1.0 / vy),
+              "metadata": {"axes": "ZYX", "spacing": vz, "unit": "micron"}}
+    else:
+        size = {f"PhysicalSize{a}": v for a, v in zip("XYZ", (vx, vy, vz))}
+        kw = {"ome": True, "photometric": "minisblack",
+              "metadata": {"axes": "ZYX", **size, **{f"{k}Unit": "µm" for k in size}}}
     path = Path(path)
     with temporary_beside(path) as tmp:
         with open(tmp, "wb") as fh:
-            tifffile.imwrite(
-                fh, arr, imagej=True, resolution=(1.0 / vx, 1.0 / vy),
-                metadata={"axes": "ZYX", "spacing": vz, "unit": "micron"},
-            )  # fmt: skip
+            tifffile.imwrite(fh, arr, **kw)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
