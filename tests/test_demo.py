@@ -1,5 +1,5 @@
-"""``make demo`` runs the whole loop (check, fix, render, detect, report, evaluate, review command)
-and writes only under its --out folder."""
+"""``make demo`` runs the whole loop (check, fix, render, detect, report, evaluate, segment EM, review
+command) and writes only under its --out folder."""
 
 from __future__ import annotations
 
@@ -56,7 +56,15 @@ def test_demo_runs_the_whole_loop_into_its_out_folder(tmp_path):
     assert "AUC" in evaluation and "recall at 1.4% FPR" in evaluation
     assert evaluation.splitlines()[0] in r.stdout
 
-    # 3. the review command, runnable as printed: every file it names exists.
+    # 3. EM: a held-out pinky40 crop rendered, segmented, scored against its labels, drawn.
+    em = json.loads((out / "em" / "metrics.json").read_text())
+    assert em["style"] == "sem" and em["voxels"] == 32 * 160 * 160 and em["true_objects"] > 50
+    assert 0 < em["voi_split"] < 5 and 0 < em["voi_merge"] < 5 and 0 < em["adapted_rand_error"] < 1
+    assert f"adapted Rand error {em['adapted_rand_error']:.3f}" in r.stdout
+    png = (out / "em" / "segmentation.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and 10_000 < len(png) < 150_000
+
+    # 4. the review command, runnable as printed: every file it names exists.
     line = next(ln for ln in r.stdout.splitlines() if ln.strip().startswith("neurorecon review "))
     argv = shlex.split(line)
     assert argv[:2] == ["neurorecon", "review"] and argv[3] == "--image" and argv[5] == "--scores"

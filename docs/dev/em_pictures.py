@@ -16,61 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
+from neurorecon.em.pictures import colour, grey, palette, sheet, xz
 from neurorecon.io.png import encode_png
 from neurorecon.synth.em import STYLES, load_pinky40, nucleus_mask, render_em
 from neurorecon.synth.em_defects import Defect
 
 T = 160            # tile size (px)
-GAP = 4
 # Training region only (x < 256): neuropil with dendrites, axons and synapses.
 CROP = (slice(300, 364), slice(296, 456), slice(40, 200))
 SOMA = (slice(150, 214), slice(0, 256), slice(200, 456))       # y < 256: training too
-
-
-def palette() -> np.ndarray:
-    """128 grey levels, then black and 127 colours around the hue circle in golden-angle steps
-    (neighbouring indices far apart in hue) at two lightnesses."""
-    grey = np.repeat(np.linspace(0, 255, 128).astype(np.uint8)[:, None], 3, axis=1)
-    k = np.arange(127)
-    hue = (k * 0.618034) % 1.0
-    light = np.where(k % 2, 0.55, 0.8)
-    rgb = np.stack([np.clip(np.abs((hue * 6 + o) % 6 - 3) - 1, 0, 1) for o in (0, 4, 2)], axis=1)
-    colours = (255 * (light[:, None] * (0.35 + 0.65 * rgb))).astype(np.uint8)
-    return np.concatenate([grey, [[0, 0, 0]], colours]).astype(np.uint8)
-
-
-def grey(img: np.ndarray) -> np.ndarray:
-    return (img.astype(np.uint16) >> 1).astype(np.uint8)          # 0..127
-
-
-def colour(lab: np.ndarray) -> np.ndarray:
-    """Palette indices of a label tile: its labels numbered in order, so that up to 127 labels
-    get distinct colours (0 is black)."""
-    ids, inv = np.unique(lab, return_inverse=True)
-    idx = (inv.reshape(lab.shape) - (1 if ids[0] == 0 else 0)) % 127 + 1
-    idx[lab == 0] = 0
-    return (idx + 128).astype(np.uint8)
-
-
-def xz(a: np.ndarray, y: int) -> np.ndarray:
-    """The x-z cut at row y, z stretched to scale (40 nm sections, 16 nm pixels)."""
-    cut = a[:, y, :]
-    rows = np.minimum((np.arange(int(round(cut.shape[0] * 2.5))) / 2.5).astype(int), cut.shape[0] - 1)
-    return cut[rows]
-
-
-def sheet(rows: list[list[np.ndarray]]) -> np.ndarray:
-    h = sum(max(t.shape[0] for t in r) for r in rows) + GAP * (len(rows) - 1)
-    w = max(sum(t.shape[1] for t in r) + GAP * (len(r) - 1) for r in rows)
-    out = np.full((h, w), 127, np.uint8)      # white gaps
-    y = 0
-    for r in rows:
-        x = 0
-        for t in r:
-            out[y:y + t.shape[0], x:x + t.shape[1]] = t
-            x += t.shape[1] + GAP
-        y += max(t.shape[0] for t in r) + GAP
-    return out
 
 
 def style_sheet(labels, image, z1=20, z2=40, y=80) -> np.ndarray:

@@ -4,7 +4,10 @@
 2. render an image crop of one of them with tracing errors injected (a held-out imaging setting),
    score its trace with the shipped detector, write the HTML report with image snippets, and
    evaluate the scores against the injected errors;
-3. print the ``neurorecon review`` command that opens the crop in the viewer.
+3. electron microscopy: render an EM-like volume from a bundled crop of the held-out pinky40 block
+   in the held-back test style, segment it (the default method), score it against the true labels
+   and write PNG overlays (two sections and an x-z cut);
+4. print the ``neurorecon review`` command that opens the LM crop in the viewer.
 
 Everything is written under ``--out`` (default ``out/demo``); the bundled files are only read.
 Run as ``python -m neurorecon.demo --out out/demo``.
@@ -23,6 +26,9 @@ from pathlib import Path
 #: (jump, off_signal_xy, spur) in a small image (1.8 MB).
 CROP_SEED, CROP_NUMBER = 4, 2
 CROP_SIZE_UM = (96.0, 96.0, 48.0)
+#: The EM part: 32 x 160 x 160 voxels of the held-out pinky40 block (never trained or tuned on),
+#: bundled (68 kB; data/demo/README.md), rendered in the style held back from training.
+EM_CROP, EM_STYLE, EM_SEED = "pinky40_heldout_crop.npz", "sem", 0
 
 
 def demo_files() -> list[Path]:
@@ -89,6 +95,37 @@ def detect_and_evaluate(folder: Path, meta: dict, console) -> tuple[Path, Path, 
     return trace, image, scores, index
 
 
+def segment_em(out: Path, console) -> tuple[Path, Path]:
+    """Step 4: render, segment, score, draw; returns the picture and the metrics file."""
+    import json
+
+    import numpy as np
+
+    from .em.metrics import adapted_rand_error, voi
+    from .em.pictures import segmentation_sheet, write_png
+    from .em.segment import METHODS, segment
+    from .io.atomic import atomic_write_text
+    from .synth.em import PINKY40_VOXEL_NM, STYLES, render_em
+
+    with np.load(resources.files("neurorecon") / "data" / "demo" / EM_CROP) as z:
+        truth = z["labels"]
+    r = render_em(truth, STYLES[EM_STYLE], np.random.default_rng(EM_SEED), PINKY40_VOXEL_NM, defects=())
+    vs_um = tuple(v / 1000 for v in PINKY40_VOXEL_NM[::-1])                  # x, y, z in µm
+    seg = segment(r.image, vs_um, method=METHODS[0])
+    split, merge = voi(seg, truth)
+    are = adapted_rand_error(seg, truth)[0]
+    folder = out / "em"
+    folder.mkdir(parents=True, exist_ok=True)
+    picture = write_png(folder / "segmentation.png", segmentation_sheet(r.image, truth, seg))
+    scores = {"method": METHODS[0], "style": EM_STYLE, "voxels": int(seg.size), "segments": int(seg.max()),
+              "true_objects": int(len(np.unique(truth[truth > 0]))), "voi_split": split, "voi_merge": merge,
+              "adapted_rand_error": are}
+    metrics = atomic_write_text(folder / "metrics.json", json.dumps(scores, indent=1) + "\n")
+    console.print(f"   segment ({METHODS[0]}): {scores['segments']} segments for {scores['true_objects']} true objects; "
+                  f"VOI split {split:.2f} + merge {merge:.2f} bits, adapted Rand error {are:.3f}")
+    return picture, metrics
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="out/demo", help="folder for the results (default out/demo)")
@@ -99,13 +136,15 @@ def main(argv: list[str] | None = None) -> int:
 
     console = Console(soft_wrap=True)      # paths and the review command stay whole, to copy
     files = [str(p) for p in demo_files()]
-    console.print("[bold]neurorecon demo[/]: check, fix, detect, review\n")
+    console.print("[bold]neurorecon demo[/]: check, fix, detect, review; segment EM\n")
     check_index = check_and_fix(files, out, console)
     folder = out / "detect"
     meta, source = render_crop(files, folder)
     console.print(f"\n[bold]2. detect[/]: a {meta['imaging']} image crop of {source} with {len(meta['errors'])} "
                   f"injected errors ({', '.join(sorted(set(meta['errors'])))})")
     trace, image, scores, detect_index = detect_and_evaluate(folder, meta, console)
+    console.print(f"\n[bold]3. segment EM[/]: a {EM_STYLE}-style rendering of held-out pinky40 labels")
+    em_picture, em_metrics = segment_em(out, console)
     review = " ".join(["neurorecon", "review", shlex.quote(str(trace)), "--image", shlex.quote(str(image)),
                        "--scores", shlex.quote(str(scores))])
     console.print(f"\n[bold green]done.[/] Results in {out}/:\n"
@@ -114,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"  {out / 'fixed'}/  fixed SWC files, edit logs (.edits.json), Vaa3D markers (.apo)\n"
                   f"  {detect_index}  detector report: flags with image snippets\n"
                   f"  {folder / 'evaluation.txt'}  scores against the injected errors\n"
-                  f"\n[bold]3. review[/] the crop's flags in the viewer (accept or reject each fix):\n"
+                  f"  {em_picture}  EM: image, true labels, segmentation, outlines (two sections, an x-z cut)\n"
+                  f"  {em_metrics}  EM: VOI and adapted Rand error of the segmentation\n"
+                  f"\n[bold]4. review[/] the crop's flags in the viewer (accept or reject each fix):\n"
                   f"  {review}", highlight=False)
     return 0
 
