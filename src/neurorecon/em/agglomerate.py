@@ -6,8 +6,11 @@ labels in two steps:
 
 1. **Fragments** (:func:`fragments`): per section, a boundary map, 1 - the mean of the in-plane
    short-range affinities of the four edges at each voxel; seeds at the maxima of the 2D
-   distance transform of its interior (boundary < ``seed_threshold``); a seeded watershed cut of
-   the boundary map (:func:`neurorecon.em.watershed.watershed_cut`). Fragments are 2D, so a
+   distance transform of the interior (voxels whose in-plane affinities are all
+   ``>= seed_threshold``); a seeded watershed cut of the
+   in-plane affinity graph itself (:func:`watershed_edges`; cutting the voxel boundary map
+   instead puts the cut a voxel to either side of a face where two objects touch, where both
+   sides are equally dark). Fragments are 2D, so a
    misaligned or missing section never makes a fragment run across it, and the anisotropic z
    affinities (40 nm sections against 16 nm pixels) never shape a fragment. Voxels whose
    short-range affinities to all six neighbours are below ``background`` (extracellular space,
@@ -51,9 +54,9 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-from .watershed import watershed_cut
 
-__all__ = ["agglomerate", "boundary_map", "check_affinities", "fragments", "merge_mean_affinity", "region_graph"]
+__all__ = ["agglomerate", "boundary_map", "check_affinities", "fragments", "merge_mean_affinity", "region_graph",
+           "watershed_edges"]
 
 #: The short-range offsets, (z, y, x), that the first three channels must have.
 SHORT_RANGE = ((-1, 0, 0), (0, -1, 0), (0, 0, -1))
@@ -100,7 +103,7 @@ def check_affinities(affinities, offsets) -> tuple[np.ndarray, np.ndarray]:
     return a, off
 
 
-def boundary_map(affinities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def boundary_map(affinities: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """In-plane boundary map and background mask from the short-range affinities.
 
     Parameters
@@ -112,6 +115,9 @@ def boundary_map(affinities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     -------
     boundary : numpy.ndarray of float32, shape (z, y, x)
         1 - the mean affinity of the (up to four) in-plane edges at each voxel.
+    weakest : numpy.ndarray of float32, shape (z, y, x)
+        The lowest affinity of the in-plane edges at each voxel: low on both sides of a face
+        where two objects touch, which the mean blurs (one of four edges).
     strongest : numpy.ndarray of float32, shape (z, y, x)
         The highest affinity of the (up to six) edges at each voxel, in-plane and across
         sections; low where the voxel belongs to no object.
@@ -120,6 +126,7 @@ def boundary_map(affinities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     total = np.zeros(ay.shape, np.float32)
     count = np.zeros(ay.shape, np.float32)
     strongest = np.zeros(ay.shape, np.float32)
+    weakest = np.ones(ay.shape, np.float32)
     # Channel k at v is the edge v -- v + o_k; the same edge is the other way round at v + o_k.
     for aff, axis in ((ay, 1), (ax, 2), (az, 0)):
         here = [slice(None)] * 3
@@ -132,10 +139,12 @@ def boundary_map(affinities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             total[tuple(there)] += e
             count[tuple(here)] += 1
             count[tuple(there)] += 1
+            np.minimum(weakest[tuple(here)], e, out=weakest[tuple(here)])
+            np.minimum(weakest[tuple(there)], e, out=weakest[tuple(there)])
         np.maximum(strongest[tuple(here)], e, out=strongest[tuple(here)])
         np.maximum(strongest[tuple(there)], e, out=strongest[tuple(there)])
     boundary = 1 - total / np.maximum(count, 1)
-    return boundary, strongest
+    return boundary, weakest, strongest
 
 
 def fragments(affinities, offsets=SHORT_RANGE, *, seed_threshold: float = 0.5, seed_distance: float = 2.0,
@@ -148,8 +157,9 @@ def fragments(affinities, offsets=SHORT_RANGE, *, seed_threshold: float = 0.5, s
     offsets : sequence of (z, y, x), length C
         The first three must be (-1, 0, 0), (0, -1, 0), (0, 0, -1).
     seed_threshold : float
-        Boundary value below which a voxel is interior; seeds are taken from its 2D distance
-        transform.
+        A voxel is interior when all its in-plane affinities are at least this; seeds are taken
+        from the 2D distance transform of the interior. (The mean would let the interior run
+        across a face where two objects touch: there one edge of four is low.)
     seed_distance : float
         A seed needs at least this distance (pixels) to the nearest boundary; nearer maxima are
         noise.
@@ -165,7 +175,7 @@ def fragments(affinities, offsets=SHORT_RANGE, *, seed_threshold: float = 0.5, s
         Fragments numbered 1.. over the volume (each section its own range), 0 for background.
     """
     a, _ = check_affinities(affinities, offsets)
-    boundary, strongest = boundary_map(a)
+    boundary, weakest, strongest = boundary_map(a)
     fg = strongest >= background
     out = np.zeros(boundary.shape, np.uint64)
     r = max(1, int(round(seed_spacing)))
@@ -177,16 +187,65 @@ def fragments(affinities, offsets=SHORT_RANGE, *, seed_threshold: float = 0.5, s
         b, f = boundary[z], fg[z]
         if not f.any():
             continue
-        dist = ndi.distance_transform_edt((b < seed_threshold) & f)
+        dist = ndi.distance_transform_edt((weakest[z] >= seed_threshold) & f)
         peaks = (dist >= seed_distance) & (dist >= ndi.maximum_filter(dist, footprint=disk))
         markers, n = ndi.label(peaks, structure=eight)
         if n == 0:                           # no interior: the foreground is one fragment
             cut, n = f.astype(np.int32), 1
         else:
-            cut = watershed_cut(b, markers)
+            cut = watershed_edges(a[1, z], a[2, z], markers)
         out[z] = np.where(f, cut.astype(np.uint64) + start, 0)
         start += n
     return out
+
+
+def watershed_edges(aff_y: np.ndarray, aff_x: np.ndarray, markers: np.ndarray) -> np.ndarray:
+    """Seeded watershed cut of a 2D affinity graph: every pixel goes to the marker it is joined to
+    by the path whose lowest affinity is highest (the maximum spanning forest rooted in the
+    markers, as :func:`neurorecon.em.watershed.watershed_cut` does for a pixel relief).
+
+    Parameters
+    ----------
+    aff_y, aff_x : numpy.ndarray of float, shape (ny, nx)
+        Affinity of pixel (y, x) to (y - 1, x) and to (y, x - 1) (row 0 / column 0 unused).
+    markers : numpy.ndarray of int, shape (ny, nx)
+        Seeds > 0, 0 elsewhere.
+
+    Returns
+    -------
+    numpy.ndarray of int32, shape (ny, nx)
+        Every pixel labelled with a marker's label (all 0 without markers).
+
+    Examples
+    --------
+    >>> aff_x = np.array([[0.0, 0.9, 0.2, 0.8, 0.9]])
+    >>> watershed_edges(np.zeros_like(aff_x), aff_x, np.array([[1, 0, 0, 0, 2]])).tolist()
+    [[1, 1, 2, 2, 2]]
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
+
+    ny, nx = markers.shape
+    n = ny * nx
+    seeds = np.flatnonzero(markers.ravel())
+    if not len(seeds):
+        return np.zeros((ny, nx), np.int32)
+    idx = np.arange(n).reshape(ny, nx)
+    a = np.concatenate([idx[:, :-1].ravel(), idx[:-1, :].ravel()])
+    b = np.concatenate([idx[:, 1:].ravel(), idx[1:, :].ravel()])
+    # Minimum spanning tree of 1 + (1 - affinity): csgraph drops zero weights, so all > 0; the
+    # markers hang from one extra root by edges cheaper than any other.
+    w = 2.0 - np.concatenate([aff_x[:, 1:].ravel(), aff_y[1:, :].ravel()]).astype(np.float64)
+    w = np.concatenate([w, np.full(len(seeds), 0.5)])
+    a = np.concatenate([a, np.full(len(seeds), n)])
+    b = np.concatenate([b, seeds])
+    tree = minimum_spanning_tree(coo_matrix((w, (a, b)), shape=(n + 1, n + 1)).tocsr()).tocoo()
+    keep = (tree.row < n) & (tree.col < n)
+    forest = coo_matrix((np.ones(int(keep.sum()), np.int8), (tree.row[keep], tree.col[keep])), shape=(n, n))
+    _, comp = connected_components(forest, directed=False)
+    label_of = np.zeros(comp.max() + 1, np.int32)
+    label_of[comp[seeds]] = markers.ravel()[seeds]
+    return label_of[comp].reshape(ny, nx)
 
 
 def region_graph(frag: np.ndarray, affinities: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
