@@ -4,13 +4,12 @@ A network (the affinity U-Net) predicts, for each voxel v and offset o_k, the pr
 ``affinities[k, v]`` that v and v + o_k belong to one object. :func:`agglomerate` turns that into
 labels in two steps:
 
-1. **Fragments** (:func:`fragments`): per section, a boundary map, 1 - the mean of the in-plane
-   short-range affinities of the four edges at each voxel; seeds at the maxima of the 2D
+1. **Fragments** (:func:`fragments`): per section, seeds at the maxima of the 2D
    distance transform of the interior (voxels whose in-plane affinities are all
    ``>= seed_threshold``); a seeded watershed cut of the
    in-plane affinity graph itself (:func:`watershed_edges`; cutting the voxel boundary map
-   instead puts the cut a voxel to either side of a face where two objects touch, where both
-   sides are equally dark). Fragments are 2D, so a
+   (1 - the mean in-plane affinity, :func:`boundary_map`) instead puts the cut a voxel to
+   either side of a face where two objects touch, where both sides are equally dark). Fragments are 2D, so a
    misaligned or missing section never makes a fragment run across it, and the anisotropic z
    affinities (40 nm sections against 16 nm pixels) never shape a fragment. Voxels whose
    short-range affinities to all six neighbours are below ``background`` (extracellular space,
@@ -53,8 +52,6 @@ in-plane boundary.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -180,16 +177,16 @@ def fragments(affinities, offsets=SHORT_RANGE, *, seed_threshold: float = 0.5, s
         Fragments numbered 1.. over the volume (each section its own range), 0 for background.
     """
     a, _ = check_affinities(affinities, offsets)
-    boundary, weakest, strongest = boundary_map(a)
+    _, weakest, strongest = boundary_map(a)
     fg = strongest >= background
-    out = np.zeros(boundary.shape, np.uint64)
+    out = np.zeros(weakest.shape, np.uint64)
     r = max(1, int(round(seed_spacing)))
     yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
     disk = yy ** 2 + xx ** 2 <= r ** 2
     eight = np.ones((3, 3), bool)
     start = 0
-    for z in range(len(boundary)):          # per section: 2D fragments (see module docs)
-        b, f = boundary[z], fg[z]
+    for z in range(len(weakest)):          # per section: 2D fragments (see module docs)
+        f = fg[z]
         if not f.any():
             continue
         dist = ndi.distance_transform_edt((weakest[z] >= seed_threshold) & f)
