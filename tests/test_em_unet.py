@@ -11,15 +11,13 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from neurorecon.cli import app
 from neurorecon.em.affinities import OFFSETS, affinity_targets, check_offsets
+from neurorecon.em.unet import DEFAULT_MODEL, AffinityUNet, load_affinity_model, predict_affinities
 from neurorecon.synth.em import STYLES, load_pinky40, render_em
-
-torch = pytest.importorskip("torch")
-
-from neurorecon.em.unet import DEFAULT_MODEL, AffinityUNet, load_affinity_model, predict_affinities  # noqa: E402
 
 VS = (0.016, 0.016, 0.04)
 runner = CliRunner()
