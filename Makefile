@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 OUT ?= out/demo
 
-.PHONY: demo test chromium screenshots bench bench-detect bench-convert train detection-report detection-real install dev clean
+.PHONY: demo test chromium screenshots bench bench-detect bench-convert train train-seg detection-report detection-real install dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ bench: $(VENV)/.bench-installed
 # Train the shipped detector (navis, from the bench extras, supplies the held-out fly neurons).
 train: $(VENV)/.bench-installed
 	$(BIN)/neurorecon train --out src/neurorecon/detect/models --n-train 800 --n-valid 100 --n-heldout 300 --seed 0 --rounds 200
+
+# Train the shipped EM affinity U-Net (docs/segmentation.md, "The affinity model"): about 34 minutes
+# on 2 CPU cores; --max-minutes stops it (and saves) if the machine is slower.
+train-seg: $(VENV)/.installed
+	$(BIN)/neurorecon train-seg -o src/neurorecon/em/models --steps 2000 --seed 0 --batch 1 --patch 128 128 16 --base 16 --lr 1e-3 --validate-every 200 --max-minutes 34
 
 # Held-out detection and correction numbers for docs/detection.md.
 detection-report: $(VENV)/.bench-installed

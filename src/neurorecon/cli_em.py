@@ -391,3 +391,51 @@ def _check_not_input(out: Path, image: str) -> None:
     dst = out.resolve()
     if dst == src or src in dst.parents or dst in src.parents:
         _fail(f"{out}: is, holds or lies inside the input {image}; choose another output")
+
+
+# ------------------------------------------------------------------------------ train-seg
+@app.command("train-seg", epilog=_exits("trained and written", "the pinky40 labels were not found"))
+def train_seg(
+    out: Path = typer.Option(..., "-o", "--out", metavar="DIR", help="Folder for the model: affinities.pt (weights) and affinities.json (settings, validation record)."),
+    steps: int = typer.Option(2000, "--steps", min=1, help="Training steps (each a batch of freshly rendered patches)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of everything random (patches, styles, augmentation, initial weights): same seed, same model."),
+    batch: int = typer.Option(1, "--batch", min=1, help="Patches per step."),
+    patch: Tuple[int, int, int] = typer.Option((128, 128, 16), "--patch", metavar="X Y Z", help="Patch size in voxels (16 x 16 x 40 nm); x and y multiples of 4, z at most 64."),
+    base: int = typer.Option(16, "--base", min=2, help="Channels of the U-Net's first level (then 2x and 4x)."),
+    lr: float = typer.Option(1e-3, "--lr", min=1e-6, max=1.0, help="Adam learning rate (cosine decay to 5 % over the last 30 % of the steps)."),
+    validate_every: int = typer.Option(250, "--validate-every", min=1, help="Steps between validation rounds (each also saves the weights)."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", min=0.1, help="Stop and save after this much wall time, whatever --steps says."),
+    threads: int = typer.Option(2, "--threads", min=1, help="CPU threads for torch."),
+    json_out: Optional[Path] = typer.Option(None, "--json", metavar="FILE", help="Write the training record (settings, losses, validation) as JSON to FILE."),
+) -> None:
+    """Train the affinity U-Net on EM rendered on the fly from the pinky40 training region (never the held-out block or style)."""
+    px, py, pz = patch
+    if px % 4 or py % 4 or min(px, py) < 8 or not 1 <= pz <= 64:
+        _fail(f"--patch {px} {py} {pz}: x and y must be multiples of 4 (at least 8), z 1-64")
+    if px > 240 or py > 240:
+        _fail(f"--patch {px} {py} {pz}: x and y at most 240 (with the 8-pixel warp margin a patch must fit the 256-wide training boxes)")
+    _writable(out, folder=True)
+    if json_out is not None:
+        _writable(json_out, overwrite=True)
+    import json
+
+    from .em.train_seg import train_affinity_model
+
+    try:
+        from .synth.em import load_pinky40
+
+        labels, _ = load_pinky40()
+    except FileNotFoundError as e:
+        _fail(str(e), 1)
+    try:
+        record = train_affinity_model(out, steps=steps, seed=seed, batch=batch, patch=(pz, py, px), base=base, lr=lr,
+                                      validate_every=validate_every, max_minutes=max_minutes, labels=labels,
+                                      num_threads=threads, log=lambda s: typer.echo(s))
+    except ValueError as e:
+        _fail(str(e))
+    typer.echo(f"model: {out / 'affinities.pt'}")
+    if json_out is not None:
+        from .io.atomic import atomic_write_text
+
+        atomic_write_text(json_out, json.dumps(record, indent=1) + "\n")
+        typer.echo(f"JSON: {json_out}")
