@@ -292,6 +292,7 @@ def _fits(split: str, size_zyx) -> bool:
 # imported here: that would load numpy and scipy at every start of the CLI.
 class Method(str, Enum):
     watershed = "watershed"
+    affinities = "affinities"
 
 
 class SegFormat(str, Enum):
@@ -305,7 +306,8 @@ def segment(
     image: str = typer.Argument(..., help="The EM stack: 3D TIFF ([z, y, x], uint8 or uint16), slice folder, OME-Zarr/zarr, N5 or Neuroglancer precomputed (path or URL); only read, never modified."),
     voxel_size: Optional[Tuple[float, float, float]] = typer.Option(None, "--voxel-size", metavar="VX VY VZ", help="Voxel size in µm, e.g. 0.016 0.016 0.04 (default: from the file; required where it records none). Sections are resampled in-plane to the method's resolution and back."),
     out: Path = typer.Option(..., "-o", "--out", metavar="SEG", help="Label volume to write, IMAGE's shape, uint32 (uint64 if needed): a .tif file, a .zarr folder (OME-Zarr), or a precomputed folder with --format precomputed."),
-    method: Method = typer.Option(Method.watershed, "--method", help="watershed: a plain baseline with no learning (membrane map, distance-transform seeds, seeded watershed, linking of 2D pieces across sections); the default until a learned model ships."),
+    method: Method = typer.Option(Method.watershed, "--method", help="watershed (default): a plain baseline with no learning (membrane map, distance-transform seeds, seeded watershed, linking of 2D pieces across sections). affinities: a small 3D U-Net's affinities, then fragments and mean-affinity agglomeration; a first model, not yet better than watershed on held-out data (docs/segmentation.md)."),
+    model: Optional[Path] = typer.Option(None, "--model", metavar="PT", help="With --method affinities: the model's weights (a .pt with its .json beside it, as `neurorecon train-seg` writes; default: the shipped model)."),
     fmt: Optional[SegFormat] = typer.Option(None, "--format", help="SEG's format (default: from its suffix, .tif or .zarr)."),
     json_out: Optional[Path] = typer.Option(None, "--json", metavar="FILE", help="Also write a JSON summary (shape, labels, method, settings, time) to FILE (replaced)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing SEG (never IMAGE)."),
@@ -342,16 +344,23 @@ def segment(
             vs = check_voxel_size(volume.voxel_size)
         except SegmentError as e:
             _fail(f"{image}: the file's {e}; give --voxel-size VX VY VZ (µm)")
+    if model is not None and method is not Method.affinities:
+        _fail("--model is for --method affinities")
+    if model is not None and not model.is_file():
+        _fail(f"{model}: no such file")
     advance, stop = _progress(volume.shape[0], "segmenting sections")
     seen = [0]
 
     def progress(done: int, total: int) -> None:
-        advance(done - seen[0])
-        seen[0] = done
+        # Sections (watershed) or tiles (affinities), shown as the share of the sections done.
+        now = int(volume.shape[0] * done / max(total, 1))
+        advance(now - seen[0])
+        seen[0] = now
 
     t0 = time.perf_counter()
     try:
-        labels = run_segment(volume, vs, method=method.value, progress=progress)
+        params = {"model": model} if model is not None else {}
+        labels = run_segment(volume, vs, method=method.value, progress=progress, **params)
     except (SegmentError, VolumeError) as e:
         _fail(str(e))
     finally:

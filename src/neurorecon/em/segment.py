@@ -1,7 +1,8 @@
 """Dense neurite segmentation of serial-section EM: one entry point, :func:`segment`, for every method.
 
-Methods: ``watershed`` (:mod:`neurorecon.em.watershed`), a plain baseline with no learning, and
-the default until a learned model ships. The command ``neurorecon segment`` is this function
+Methods: ``watershed`` (:mod:`neurorecon.em.watershed`), a plain baseline with no learning, the
+default; ``affinities``, a small 3D U-Net's affinities (:mod:`neurorecon.em.unet`) turned into
+neurites by fragments and mean-affinity agglomeration (:mod:`neurorecon.em.agglomerate`). The command ``neurorecon segment`` is this function
 plus reading and writing (:func:`write_segmentation`).
 """
 
@@ -17,7 +18,7 @@ __all__ = ["FORMATS", "METHODS", "SegmentError", "check_voxel_size", "segment", 
            "write_segmentation"]
 
 #: The methods that exist, the default first.
-METHODS = ("watershed",)
+METHODS = ("watershed", "affinities")
 #: Output formats of :func:`write_segmentation`.
 FORMATS = ("tif", "zarr", "precomputed")
 # EM voxel sizes this package can segment, in µm: in-plane finer than 0.5 nm or coarser than 100 nm
@@ -72,7 +73,8 @@ def segment(image, voxel_size: Sequence[float], method: str = "watershed",
         E.g. ``(0.016, 0.016, 0.04)``. Sections are resampled in-plane to the method's own
         resolution and the labels back to the image's grid.
     method : str
-        One of :data:`METHODS`: ``"watershed"``, the baseline (and default).
+        One of :data:`METHODS`: ``"watershed"``, the baseline (and default), or ``"affinities"``
+        (settings: ``model``, a path or a loaded model, and ``threshold``, the agglomeration's).
     progress : callable(done, total), optional
         Called as sections are done.
     **params
@@ -112,6 +114,8 @@ def segment(image, voxel_size: Sequence[float], method: str = "watershed",
     dtype = np.dtype(image.dtype)
     if dtype.kind not in "uif":
         raise SegmentError(f"image of type {dtype}; segment needs grey levels (uint8, uint16 or float)")
+    if method == "affinities":
+        return _affinities(image, vs, progress, **params)
     from .watershed import WatershedParams, watershed
 
     try:
@@ -125,6 +129,26 @@ def segment(image, voxel_size: Sequence[float], method: str = "watershed",
     except ValueError as e:
         raise SegmentError(str(e)) from None
     return watershed(image, vs, settings, progress=progress)
+
+
+def _affinities(image, vs, progress, model=None, threshold: float | None = None, **unknown) -> np.ndarray:
+    """The learned method: the U-Net's affinities (:mod:`neurorecon.em.unet`), then fragments and
+    mean-affinity agglomeration (:mod:`neurorecon.em.agglomerate`). ``model``: a path to other
+    weights (default: the shipped ones) or a loaded model; ``threshold``: the agglomeration's."""
+    if unknown:
+        raise SegmentError(f"unknown setting(s) {', '.join(sorted(unknown))} for method 'affinities'; known: model, threshold")
+    from .agglomerate import THRESHOLD, agglomerate
+    from .unet import load_affinity_model, predict_affinities
+
+    if model is None or isinstance(model, (str, os.PathLike)):
+        try:
+            model = load_affinity_model(model)
+        except (OSError, ValueError, KeyError, RuntimeError) as e:
+            raise SegmentError(f"cannot load the affinity model: {str(e).splitlines()[0]}") from None
+    if hasattr(image, "read"):
+        image = image.read((0, 0, 0), image.shape)
+    aff = predict_affinities(np.asarray(image), model, vs, progress=progress)
+    return agglomerate(aff, model.meta["offsets"], threshold=THRESHOLD if threshold is None else threshold)
 
 
 # ------------------------------------------------------------------------------ writing
