@@ -224,30 +224,15 @@ def watershed_edges(aff_y: np.ndarray, aff_x: np.ndarray, markers: np.ndarray) -
     >>> watershed_edges(np.zeros_like(aff_x), aff_x, np.array([[1, 0, 0, 0, 2]])).tolist()
     [[1, 1, 2, 2, 2]]
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
+    from .watershed import grid_edges, seeded_cut
 
     ny, nx = markers.shape
-    n = ny * nx
-    seeds = np.flatnonzero(markers.ravel())
-    if not len(seeds):
+    if not markers.any():
         return np.zeros((ny, nx), np.int32)
-    idx = np.arange(n).reshape(ny, nx)
-    a = np.concatenate([idx[:, :-1].ravel(), idx[:-1, :].ravel()])
-    b = np.concatenate([idx[:, 1:].ravel(), idx[1:, :].ravel()])
-    # Minimum spanning tree of 1 + (1 - affinity): csgraph drops zero weights, so all > 0; the
-    # markers hang from one extra root by edges cheaper than any other.
+    a, b = grid_edges(ny, nx)
+    # Edge weights 1 + (1 - affinity), in grid_edges' order (x edges, then y edges).
     w = 2.0 - np.concatenate([aff_x[:, 1:].ravel(), aff_y[1:, :].ravel()]).astype(np.float64)
-    w = np.concatenate([w, np.full(len(seeds), 0.5)])
-    a = np.concatenate([a, np.full(len(seeds), n)])
-    b = np.concatenate([b, seeds])
-    tree = minimum_spanning_tree(coo_matrix((w, (a, b)), shape=(n + 1, n + 1)).tocsr()).tocoo()
-    keep = (tree.row < n) & (tree.col < n)
-    forest = coo_matrix((np.ones(int(keep.sum()), np.int8), (tree.row[keep], tree.col[keep])), shape=(n, n))
-    _, comp = connected_components(forest, directed=False)
-    label_of = np.zeros(comp.max() + 1, np.int32)
-    label_of[comp[seeds]] = markers.ravel()[seeds]
-    return label_of[comp].reshape(ny, nx)
+    return seeded_cut(a, b, w, markers)
 
 
 def region_graph(frag: np.ndarray, affinities: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

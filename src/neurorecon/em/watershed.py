@@ -271,22 +271,36 @@ def watershed_cut(relief: np.ndarray, markers: np.ndarray) -> np.ndarray:
     >>> cut[0, :2].tolist(), cut[0, 3:].tolist()      # the crest pixel itself is a tie
     ([1, 1], [2, 2])
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
-
     ny, nx = relief.shape
-    n = ny * nx
     flat = np.asarray(relief, np.float64).ravel()
-    idx = np.arange(n).reshape(ny, nx)
-    a = np.concatenate([idx[:, :-1].ravel(), idx[:-1, :].ravel()])
-    b = np.concatenate([idx[:, 1:].ravel(), idx[1:, :].ravel()])
+    a, b = grid_edges(ny, nx)
     seeds = np.flatnonzero(markers.ravel())
     if not len(seeds):
         return np.zeros((ny, nx), np.int32)
-    # Weights must be > 0 (csgraph drops zeros): pixel edges 1 + relief (relief >= 0), root edges
-    # below every one of them.
+    # Weights must be > 0 (csgraph drops zeros): pixel edges 1 + relief (relief >= 0).
     lo = min(0.0, float(flat.min()))
-    w = np.concatenate([1.0 + np.maximum(flat[a], flat[b]) - lo, np.full(len(seeds), 0.5)])
+    return seeded_cut(a, b, 1.0 + np.maximum(flat[a], flat[b]) - lo, markers)
+
+
+def grid_edges(ny: int, nx: int) -> tuple[np.ndarray, np.ndarray]:
+    """The 4-neighbour edges of an (ny, nx) pixel grid as flat index pairs: x edges, then y edges."""
+    idx = np.arange(ny * nx).reshape(ny, nx)
+    return (np.concatenate([idx[:, :-1].ravel(), idx[:-1, :].ravel()]),
+            np.concatenate([idx[:, 1:].ravel(), idx[1:, :].ravel()]))
+
+
+def seeded_cut(a: np.ndarray, b: np.ndarray, w: np.ndarray, markers: np.ndarray) -> np.ndarray:
+    """The watershed cut of a pixel graph (edges ``a``-``b`` of weight ``w``, all >= 1) from the
+    nonzero ``markers`` (ny, nx): the minimum spanning tree with every marker hung from one extra
+    root by an edge cheaper than any other, then the root cut away; each tree is one marker's
+    region. Ties go either way. int32 labels of ``markers``' shape."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
+
+    ny, nx = markers.shape
+    n = ny * nx
+    seeds = np.flatnonzero(markers.ravel())
+    w = np.concatenate([np.asarray(w, np.float64), np.full(len(seeds), 0.5)])
     a = np.concatenate([a, np.full(len(seeds), n)])
     b = np.concatenate([b, seeds])
     tree = minimum_spanning_tree(coo_matrix((w, (a, b)), shape=(n + 1, n + 1)).tocsr()).tocoo()
