@@ -27,7 +27,6 @@ is stored (x, y, z) and is transposed on loading.
 from __future__ import annotations
 
 import os
-import zlib
 from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 from pathlib import Path
@@ -79,16 +78,10 @@ def load_pinky40(data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray,
 
 @lru_cache(maxsize=2)
 def _load_npy_gz(path: str) -> np.ndarray:
-    # One zlib call and a view on its bytes: 2 s, where np.load(gzip.open()) takes 3-4 times
-    # longer and copies the 512 MB once more. Cached: a run renders many crops of one volume.
-    import io
+    # Cached: a run renders many crops of one volume.
+    from ..io.npy import load_npy
 
-    raw = zlib.decompress(Path(path).read_bytes(), wbits=31)
-    head = io.BytesIO(raw[:4096])
-    version = np.lib.format.read_magic(head)
-    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, fortran, dtype = read_header(head)
-    arr = np.frombuffer(raw, dtype=dtype, offset=head.tell()).reshape(shape, order="F" if fortran else "C")
+    arr = load_npy(path)
     if arr.ndim != 3:
         raise ValueError(f"{path}: expected a 3D label array, got shape {arr.shape}")
     return arr.T      # file (x, y, z) -> (z, y, x); a Fortran-ordered file makes this C-ordered, no copy
